@@ -1,0 +1,172 @@
+"""The `tfless` command line: inspect, predict, verify, export, serve, build, bench.
+
+Every subcommand prints one clear line and exits non-zero on a TflessError; tracebacks
+are only for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import InputError, TflessError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .model import load
+
+    kwargs: dict[str, Any] = {}
+    if getattr(args, "backend", None):
+        kwargs["backend"] = args.backend
+    return load(args.model, weights=getattr(args, "weights", None), **kwargs)
+
+
+# ----- inputs and outputs -------------------------------------------------------------
+def read_inputs(path: str, model: Any) -> Any:
+    """An input file (.npy, .npz keyed by input name, .json) or '-' for JSON on stdin."""
+    names = [s.name for s in model.inputs]
+    if path == "-":
+        return _json_inputs(sys.stdin.read(), names, "stdin")
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such input file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(p, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+            if set(data) == set(names):
+                return data
+            if len(data) == len(names) and len(names) == 1:
+                return next(iter(data.values()))
+            raise InputError(
+                f"{path}: .npz keys {sorted(data)} must be the model's input names {names}"
+            )
+        if suffix == ".json":
+            return _json_inputs(p.read_text(encoding="utf8"), names, path)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: cannot read inputs: {exc}") from exc
+    raise InputError(f"{path}: unknown input format '{suffix}'; use .npy, .npz or .json")
+
+
+def _json_inputs(text: str, names: list[str], where: str) -> Any:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON: {exc}") from exc
+    if isinstance(data, dict):
+        for key in ("inputs", "instances"):
+            if key in data and len(data) <= 2:
+                data = data[key]
+                break
+    if isinstance(data, dict):
+        return {k: np.asarray(v) for k, v in data.items()}
+    if len(names) > 1 and isinstance(data, list) and len(data) == len(names):
+        return [np.asarray(v) for v in data]
+    return np.asarray(data)
+
+
+def write_outputs(outputs: Any, names: list[str], out: str | None) -> None:
+    arrays = outputs if isinstance(outputs, list) else [outputs]
+    if out is None or out == "-":
+        payload: Any = {n: a.tolist() for n, a in zip(names, arrays)}
+        sys.stdout.write(json.dumps({"outputs": payload}) + "\n")
+        return
+    p = Path(out)
+    suffix = p.suffix.lower()
+    tmp = p.with_name(p.name + ".partial")
+    if suffix == ".npy":
+        if len(arrays) != 1:
+            raise InputError(f"{out}: the model has {len(arrays)} outputs; write a .npz instead")
+        buf = io.BytesIO()
+        np.save(buf, arrays[0])
+        tmp.write_bytes(buf.getvalue())
+    elif suffix == ".npz":
+        buf = io.BytesIO()
+        np.savez(buf, **dict(zip(names, arrays)))
+        tmp.write_bytes(buf.getvalue())
+    elif suffix == ".json":
+        tmp.write_text(json.dumps({"outputs": {n: a.tolist() for n, a in zip(names, arrays)}}))
+    else:
+        raise InputError(f"{out}: unknown output format '{suffix}'; use .npy, .npz or .json")
+    tmp.replace(p)
+
+
+# ----- subcommands --------------------------------------------------------------------
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect import describe
+
+    print(describe(args.model, weights=args.weights, as_json=args.json))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model = _load(args)
+    x = read_inputs(args.input, model)
+    y = model.predict(x, batch_size=args.batch_size)
+    write_outputs(y, [s.name for s in model.outputs], args.output)
+    if args.output and args.output != "-":
+        arrays = y if isinstance(y, list) else [y]
+        shapes = ", ".join(f"{s.name}{tuple(a.shape)}" for s, a in zip(model.outputs, arrays))
+        print(f"wrote {args.output}: {shapes}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfless", description="Keras models, deployed without TensorFlow.")
+    parser.add_argument("--version", action="version", version=f"tfless {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="describe a model file: format, inputs, outputs, layers")
+    p.add_argument("model")
+    p.add_argument("--weights", help="weights .h5 for an architecture JSON file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=cmd_inspect)
+
+    p = sub.add_parser("predict", help="run a model on inputs from a file")
+    p.add_argument("model")
+    p.add_argument("-i", "--input", required=True,
+                   help=".npy, .npz (keys = input names), .json, or - for JSON on stdin")
+    p.add_argument("-o", "--output", help=".npy, .npz or .json (default: JSON on stdout)")
+    p.add_argument("--weights", help="weights .h5 for an architecture JSON file")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--backend", choices=["numpy", "onnxruntime"], default=None)
+    p.set_defaults(handler=cmd_predict)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions() -> list[Callable[[Any], None]]:
+    """Subcommands contributed by other modules (each adds its own parser)."""
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except TflessError as exc:
+        print(f"tfless {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""`tfless inspect`: what a model file is, what it takes and returns, what it is made of."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import UnsupportedLayer
+from .formats import read_graph
+from .formats.detect import sniff
+from .model import Model
+from .ops import REGISTRY
+
+
+def describe(path: str, weights: str | None = None, as_json: bool = False) -> str:
+    graph = read_graph(path, weights, lenient=True)
+    unsupported = sorted({n.op for n in graph.nodes if n.op not in REGISTRY})
+    info: dict[str, Any] = {
+        "file": str(path),
+        "format": graph.meta.get("format", sniff(Path(path))),
+        "keras_version": graph.meta.get("keras_version", ""),
+        "inputs": [s.as_dict() for s in graph.inputs],
+        "parameters": graph.param_count(),
+        "layers": [
+            {"name": n.name, "type": n.op, "params": n.param_count()} for n in graph.nodes
+        ],
+        "unsupported_layers": unsupported,
+    }
+    try:
+        model = Model(graph, optimize=False)
+        info["outputs"] = [s.as_dict() for s in model.outputs]
+        table = model.summary()
+    except UnsupportedLayer:
+        info["outputs"] = [{"name": n} for n in graph.output_names]
+        table = "\n".join(f"{n.name} ({n.op})  {n.param_count():,}" for n in graph.nodes)
+    if as_json:
+        return json.dumps(info, indent=2)
+    lines = [
+        f"file:          {info['file']}",
+        f"format:        {info['format']}",
+        f"keras version: {info['keras_version'] or 'unknown'}",
+        "inputs:",
+        *[f"  {s['name']}: shape {tuple(s['shape'])} {s['dtype']}" for s in info["inputs"]],
+        "outputs:",
+        *[f"  {s['name']}: shape {tuple(s.get('shape', ()))} {s.get('dtype', '')}"
+          for s in info["outputs"]],
+        f"parameters:    {info['parameters']:,}",
+        f"unsupported:   {', '.join(unsupported) or 'none'}",
+        "",
+        table,
+    ]
+    return "\n".join(lines)

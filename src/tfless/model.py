@@ -1,0 +1,193 @@
+"""The public Model: load a file once, then predict like Keras does."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .formats import read_graph
+from .graph import Graph, Shape, TensorSpec
+from .optimize import optimize_graph
+from .runtime.plan import Plan
+
+PROBE_SIZES = (8, 9)
+
+
+class Model:
+    """A loaded model. Use `tfless.load` to make one."""
+
+    def __init__(self, graph: Graph, optimize: bool = True) -> None:
+        self.source_graph = graph
+        self.graph = optimize_graph(graph) if optimize else graph
+        self.plan = Plan(self.graph)
+        self._output_specs: list[TensorSpec] | None = None
+
+    # ----- description ---------------------------------------------------------------
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self.graph.inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        if self._output_specs is None:
+            shapes = self._probe_shapes(self.graph.output_ids)
+            self._output_specs = [
+                TensorSpec(name, shapes.get(tid, (None,)), self._dtype_of(tid))
+                for name, tid in zip(self.graph.output_names, self.graph.output_ids)
+            ]
+        return list(self._output_specs)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self.graph.meta)
+
+    def _dtype_of(self, tid: str) -> str:
+        return "float32"
+
+    def _probe_inputs(self, size: int) -> list[np.ndarray]:
+        arrays = []
+        for spec in self.graph.inputs:
+            shape = (1,) + tuple(size if d is None else d for d in spec.shape[1:])
+            arrays.append(np.zeros(shape, dtype=spec.dtype))
+        return arrays
+
+    def _probe_shapes(self, tensor_ids: Sequence[str] | None = None) -> dict[str, Shape]:
+        """Shapes of tensors found by running batch-1 probes; axes that follow a free
+        input dimension come out as None."""
+        plan = Plan(self.source_graph) if tensor_ids is None else self.plan
+        traces = []
+        for size in PROBE_SIZES:
+            traces.append(plan.trace(self._probe_inputs(size)))
+            if not any(None in s.shape[1:] for s in self.graph.inputs):
+                break
+        wanted = tensor_ids if tensor_ids is not None else list(traces[0])
+        shapes: dict[str, Shape] = {}
+        for tid in wanted:
+            first = traces[0].get(tid)
+            if first is None or not hasattr(first, "shape"):
+                continue
+            dims: list[int | None] = [None]
+            for axis, d in enumerate(first.shape[1:], start=1):
+                same = all(getattr(t.get(tid), "shape", ())[axis:axis + 1] == (d,)
+                           for t in traces[1:])
+                dims.append(int(d) if same else None)
+            shapes[tid] = tuple(dims)
+        return shapes
+
+    def summary(self) -> str:
+        """A Keras-like table of layers, output shapes and parameter counts."""
+        shapes = self._probe_shapes(None)
+        rows = [("Layer (type)", "Output shape", "Param #")]
+        for node in self.source_graph.nodes:
+            shape = ", ".join(str(shapes.get(t, "?")) for t in node.outputs)
+            rows.append((f"{node.name} ({node.op})", shape, f"{node.param_count():,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = [f"Model: {Path(str(self.meta.get('source', ''))).name} "
+                 f"(format {self.meta.get('format')}, Keras {self.meta.get('keras_version')})"]
+        line = "-" * (sum(widths) + 4)
+        for i, r in enumerate(rows):
+            lines.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}")
+            if i == 0:
+                lines.append(line)
+        lines.append(line)
+        lines.append(f"Total params: {self.source_graph.param_count():,}")
+        return "\n".join(lines)
+
+    # ----- prediction ----------------------------------------------------------------
+    def _arrange(self, x: Any) -> list[np.ndarray]:
+        specs = self.graph.inputs
+        if isinstance(x, Mapping):
+            missing = [s.name for s in specs if s.name not in x]
+            extra = [k for k in x if k not in {s.name for s in specs}]
+            if missing or extra:
+                raise InputError(
+                    f"inputs by name: missing {missing or 'none'}, unknown {extra or 'none'}; "
+                    f"the model's inputs are {[s.name for s in specs]}"
+                )
+            items = [x[s.name] for s in specs]
+        elif isinstance(x, (list, tuple)) and len(specs) > 1:
+            items = list(x)
+        elif isinstance(x, (list, tuple)) and len(x) == 1 and isinstance(x[0], np.ndarray):
+            items = [x[0]]
+        else:
+            items = [x]
+        if len(items) != len(specs):
+            raise InputError(
+                f"the model takes {len(specs)} inputs ({', '.join(s.name for s in specs)}), "
+                f"got {len(items)}"
+            )
+        arrays = [self._check_input(spec, item) for spec, item in zip(specs, items)]
+        batches = {a.shape[0] for a in arrays}
+        if len(batches) > 1:
+            raise InputError(f"all inputs must have the same batch size, got {sorted(batches)}")
+        return arrays
+
+    @staticmethod
+    def _check_input(spec: TensorSpec, item: Any) -> np.ndarray:
+        try:
+            arr = np.asarray(item)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"input '{spec.name}': cannot be read as an array: {exc}") from exc
+        if arr.dtype.kind not in "biuf":
+            raise InputError(
+                f"input '{spec.name}': expected numbers ({spec.dtype}), got dtype {arr.dtype}"
+            )
+        if arr.ndim != len(spec.shape):
+            raise InputError(
+                f"input '{spec.name}': expected shape {_fmt(spec.shape)} "
+                f"(rank {len(spec.shape)}), got {arr.shape}"
+            )
+        for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
+            if axis and want is not None and want != got:
+                raise InputError(
+                    f"input '{spec.name}': expected shape {_fmt(spec.shape)}, got {arr.shape} "
+                    f"(axis {axis} must be {want})"
+                )
+        dtype = np.dtype(spec.dtype) if spec.dtype in np.sctypeDict else np.dtype(np.float32)
+        if dtype.kind == "f" and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            pass  # NaN/inf flow through as in Keras
+        return np.ascontiguousarray(arr, dtype=dtype)
+
+    def predict(self, x: Any, batch_size: int | None = None) -> Any:
+        """Outputs for `x` (array, list of arrays, or dict by input name), shaped as Keras
+        returns them: one array for a single-output model, else a list."""
+        arrays = self._arrange(x)
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        n = arrays[0].shape[0]
+        if n == 0:
+            outs = self.plan.run([np.zeros((1, *a.shape[1:]), a.dtype) for a in arrays])
+            outs = [o[:0] for o in outs]
+        elif batch_size is None or batch_size >= n:
+            outs = self.plan.run(arrays)
+        else:
+            parts = [self.plan.run([a[i:i + batch_size] for a in arrays])
+                     for i in range(0, n, batch_size)]
+            outs = [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+        outs = [np.asarray(o) for o in outs]
+        return outs[0] if len(outs) == 1 else outs
+
+    def __call__(self, x: Any) -> Any:
+        return self.predict(x)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{s.name}{_fmt(s.shape)}" for s in self.inputs)
+        return f"<tfless.Model {self.meta.get('source', '')} inputs: {ins}>"
+
+
+def _fmt(shape: Shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def load(path: str | Path, weights: str | Path | None = None, *, optimize: bool = True,
+         backend: str = "numpy") -> Model:
+    """Load a Keras model file (.keras, .h5, or architecture .json with `weights=`)."""
+    if backend != "numpy":
+        from .backends import load_backend
+
+        return load_backend(backend, read_graph(path, weights), optimize=optimize)
+    return Model(read_graph(path, weights), optimize=optimize)

@@ -1,0 +1,22 @@
+"""Op families, one module each, named after Keras's layer folders.
+
+Importing this package fills the registry: the import list below is the single list
+of families.
+"""
+
+from . import (  # noqa: F401
+    activations,
+    attention,
+    convolutional,
+    core,
+    merging,
+    normalization,
+    pooling,
+    preprocessing,
+    recurrent,
+    reshaping,
+    tfop,
+)
+from .registry import REGISTRY, OpSpec, get_op, register, supported_ops
+
+__all__ = ["REGISTRY", "OpSpec", "get_op", "register", "supported_ops"]

@@ -1,0 +1,221 @@
+"""Activation functions (by Keras name) and the activation layers built on them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnsupportedLayer
+from .registry import register
+
+Fn = Callable[[np.ndarray], np.ndarray]
+F32 = np.float32
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    # exp of a non-positive number never overflows
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(F32(0), x).astype(x.dtype, copy=False)
+
+
+def relu(
+    x: np.ndarray, negative_slope: float = 0.0, max_value: float | None = None,
+    threshold: float = 0.0,
+) -> np.ndarray:
+    """Keras's generalized relu (ReLU layer / activations.relu) with its exact branch order."""
+    if negative_slope == 0.0 and max_value is None and threshold == 0.0:
+        return np.maximum(x, F32(0))
+    if negative_slope != 0.0 and max_value is None and threshold == 0.0:
+        return np.where(x >= 0, x, x * F32(negative_slope))
+    negative_part = np.maximum(F32(threshold) - x, F32(0))
+    if threshold != 0.0:
+        y = np.where(x > F32(threshold), x, F32(0))
+    else:
+        y = np.maximum(x, F32(0))
+    if max_value is not None:
+        y = np.clip(y, F32(0), F32(max_value))
+    if negative_slope != 0.0:
+        y = y - F32(negative_slope) * negative_part
+    return y
+
+
+def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    return np.where(x > 0, x, F32(alpha) * np.expm1(np.minimum(x, F32(0))))
+
+
+def selu(x: np.ndarray) -> np.ndarray:
+    alpha, scale = F32(1.6732632423543772), F32(1.0507009873554805)
+    return scale * elu(x, alpha)
+
+
+def celu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    a = F32(alpha)
+    return np.maximum(x, F32(0)) + np.minimum(F32(0), a * np.expm1(x / a))
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf to ~1e-7 absolute (Abramowitz & Stegun 7.1.26 evaluated in float64)."""
+    z = np.abs(x.astype(np.float64))
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    y = 1.0 - poly * np.exp(-z * z)
+    return (np.sign(x) * y).astype(x.dtype)
+
+
+def gelu(x: np.ndarray, approximate: bool = False) -> np.ndarray:
+    if approximate:
+        c = F32(np.sqrt(2.0 / np.pi))
+        return F32(0.5) * x * (F32(1) + np.tanh(c * (x + F32(0.044715) * x**3)))
+    return F32(0.5) * x * (F32(1) + erf(x / F32(np.sqrt(2.0))))
+
+
+def softmax(x: np.ndarray, axis: int | tuple[int, ...] = -1) -> np.ndarray:
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(x: np.ndarray, axis: int | tuple[int, ...] = -1) -> np.ndarray:
+    s = x - np.max(x, axis=axis, keepdims=True)
+    return s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))
+
+
+def hard_sigmoid_keras3(x: np.ndarray) -> np.ndarray:
+    return np.clip(x + F32(3), F32(0), F32(6)) / F32(6)
+
+
+def hard_sigmoid_keras2(x: np.ndarray) -> np.ndarray:
+    return np.clip(F32(0.2) * x + F32(0.5), F32(0), F32(1))
+
+
+def _shrink(x: np.ndarray, t: float, soft: bool) -> np.ndarray:
+    keep = np.abs(x) > F32(t)
+    return np.where(keep, x - np.sign(x) * F32(t) if soft else x, F32(0))
+
+
+ACTIVATIONS: dict[str, Fn] = {
+    "linear": lambda x: x,
+    "relu": relu,
+    "relu6": lambda x: np.clip(x, F32(0), F32(6)),
+    "leaky_relu": lambda x: relu(x, negative_slope=0.2),
+    "elu": elu,
+    "selu": selu,
+    "celu": celu,
+    "gelu": gelu,
+    "gelu_approximate": lambda x: gelu(x, approximate=True),
+    "silu": lambda x: x * sigmoid(x),
+    "swish": lambda x: x * sigmoid(x),
+    "hard_sigmoid": hard_sigmoid_keras3,
+    "hard_sigmoid_keras2": hard_sigmoid_keras2,
+    "hard_silu": lambda x: x * hard_sigmoid_keras3(x),
+    "hard_swish": lambda x: x * hard_sigmoid_keras3(x),
+    "sigmoid": sigmoid,
+    "log_sigmoid": lambda x: -softplus(-x),
+    "tanh": np.tanh,
+    "hard_tanh": lambda x: np.clip(x, F32(-1), F32(1)),
+    "tanh_shrink": lambda x: x - np.tanh(x),
+    "softmax": softmax,
+    "log_softmax": log_softmax,
+    "softplus": softplus,
+    "softsign": lambda x: x / (F32(1) + np.abs(x)),
+    "squareplus": lambda x: (x + np.sqrt(x * x + F32(4))) / F32(2),
+    "sparse_plus": lambda x: np.where(
+        x <= -1, F32(0), np.where(x >= 1, x, (x + F32(1)) ** 2 / F32(4))
+    ),
+    "soft_shrink": lambda x: _shrink(x, 0.5, soft=True),
+    "hard_shrink": lambda x: _shrink(x, 0.5, soft=False),
+    "exponential": np.exp,
+    "mish": lambda x: x * np.tanh(softplus(x)),
+}
+
+
+def activation_name(spec: Any) -> str:
+    """The Keras identifier of an activation as stored in a config (str or serialized dict)."""
+    if spec is None:
+        return "linear"
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        inner = spec.get("config")
+        if isinstance(inner, str):
+            return inner
+        if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+            return inner["name"]
+        if isinstance(spec.get("class_name"), str):
+            return spec["class_name"]
+    raise UnsupportedLayer(f"activation {spec!r} is not a built-in Keras activation")
+
+
+def get_activation(spec: Any, layer: str = "") -> Fn:
+    """The NumPy function for a config's `activation` value."""
+    name = activation_name(spec)
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        where = f"layer '{layer}': " if layer else ""
+        raise UnsupportedLayer(
+            f"{where}activation '{name}' is not supported (custom activations cannot be "
+            f"loaded). Supported: {', '.join(sorted(ACTIVATIONS))}"
+        ) from None
+
+
+def is_linear(spec: Any) -> bool:
+    return activation_name(spec) == "linear"
+
+
+@register("Activation", mask="keep")
+def build_activation(config: dict, weights: dict) -> Fn:
+    return get_activation(config.get("activation"), config.get("name", ""))
+
+
+@register("ReLU", mask="keep")
+def build_relu(config: dict, weights: dict) -> Fn:
+    slope = float(config.get("negative_slope") or 0.0)
+    max_value = config.get("max_value")
+    max_value = None if max_value is None else float(max_value)
+    threshold = float(config.get("threshold") or 0.0)
+    return lambda x: relu(x, slope, max_value, threshold)
+
+
+@register("LeakyReLU", mask="keep")
+def build_leaky_relu(config: dict, weights: dict) -> Fn:
+    slope = config.get("negative_slope", config.get("alpha", 0.3))
+    return lambda x: relu(x, negative_slope=float(slope))
+
+
+@register("ELU", mask="keep")
+def build_elu(config: dict, weights: dict) -> Fn:
+    alpha = float(config.get("alpha", 1.0))
+    return lambda x: elu(x, alpha)
+
+
+@register("ThresholdedReLU", mask="keep")
+def build_thresholded_relu(config: dict, weights: dict) -> Fn:
+    theta = F32(config.get("theta", 1.0))
+    return lambda x: np.where(x > theta, x, F32(0))
+
+
+@register("Softmax", mask="keep", uses_mask=True)
+def build_softmax_layer(config: dict, weights: dict) -> Fn:
+    axis = config.get("axis", -1)
+    axis = tuple(axis) if isinstance(axis, list) else axis
+
+    def run(x: np.ndarray, mask: list | None = None) -> np.ndarray:
+        if mask and mask[0] is not None:
+            # Keras adds a large negative number where the mask is False
+            m = np.asarray(mask[0], dtype=bool)
+            x = x + np.where(m, F32(0), F32(-1e9)).astype(x.dtype)
+        return softmax(x, axis)
+
+    return run
+
+
+@register("PReLU", weights=("alpha",), mask="keep")
+def build_prelu(config: dict, weights: dict) -> Fn:
+    alpha = weights["alpha"]
+    return lambda x: np.where(x >= 0, x, x * alpha)

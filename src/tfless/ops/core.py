@@ -1,0 +1,145 @@
+"""Core layers: Dense, EinsumDense, Embedding, Masking, Identity and inference no-ops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, ModelFormatError, UnsupportedLayer
+from .activations import get_activation
+from .registry import register
+
+F32 = np.float32
+
+
+def _bias_names(config: dict[str, Any], kernel: str = "kernel") -> list[str]:
+    return [kernel, "bias"] if config.get("use_bias", True) else [kernel]
+
+
+def check_weight_rank(layer: str, name: str, array: np.ndarray, rank: int) -> None:
+    if array.ndim != rank:
+        raise ModelFormatError(
+            f"layer '{layer}': weight '{name}' has shape {array.shape}, expected rank {rank}"
+        )
+
+
+def check_no_quantization(config: dict[str, Any]) -> None:
+    """Keras 3 quantized layers store int8/float8 weights with scales: not supported yet."""
+    mode = config.get("quantization_config") or config.get("dtype")
+    if isinstance(mode, dict):
+        mode = (mode.get("config") or {}).get("name", "")
+    if isinstance(mode, str) and mode.split("_from_")[0] in ("int8", "int4", "float8", "gptq"):
+        raise UnsupportedLayer(
+            f"layer '{config.get('name', '')}': quantized weights (dtype policy '{mode}') are "
+            "not supported; save the float model instead"
+        )
+
+
+@register("Dense", weights=_bias_names, mask="keep")
+def build_dense(config: dict, weights: dict) -> Any:
+    check_no_quantization(config)
+    name = config.get("name", "")
+    kernel = weights["kernel"]
+    check_weight_rank(name, "kernel", kernel, 2)
+    units = config.get("units")
+    if units is not None and kernel.shape[1] != int(units):
+        raise ModelFormatError(
+            f"layer '{name}': kernel has shape {kernel.shape} but units={units}"
+        )
+    bias = weights.get("bias")
+    act = get_activation(config.get("activation"), name)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if x.shape[-1] != kernel.shape[0]:
+            raise InputError(
+                f"layer '{name}' expects last dimension {kernel.shape[0]}, got shape {x.shape}"
+            )
+        y = x @ kernel
+        if bias is not None:
+            y += bias
+        return act(y)
+
+    return run
+
+
+def _einsum_weight_names(config: dict[str, Any]) -> list[str]:
+    return ["kernel", "bias"] if config.get("bias_axes") else ["kernel"]
+
+
+@register("EinsumDense", weights=_einsum_weight_names, mask="keep")
+def build_einsum_dense(config: dict, weights: dict) -> Any:
+    check_no_quantization(config)
+    equation = config["equation"]
+    kernel = weights["kernel"]
+    bias = weights.get("bias")
+    act = get_activation(config.get("activation"), config.get("name", ""))
+
+    def run(x: np.ndarray) -> np.ndarray:
+        y = np.einsum(equation, x, kernel, optimize=True)
+        if bias is not None:
+            y = y + bias
+        return act(y)
+
+    return run
+
+
+def _embedding_mask(config: dict, inputs: list, masks: list) -> list:
+    if config.get("mask_zero"):
+        return [np.asarray(inputs[0]) != 0]
+    return [None]
+
+
+@register("Embedding", weights=("embeddings",), mask=_embedding_mask)
+def build_embedding(config: dict, weights: dict) -> Any:
+    check_no_quantization(config)
+    table = weights["embeddings"]
+    name = config.get("name", "")
+    check_weight_rank(name, "embeddings", table, 2)
+    rows = table.shape[0]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        idx = np.asarray(x)
+        if idx.dtype.kind == "f":
+            idx = idx.astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= rows):
+            raise InputError(
+                f"layer '{name}': token ids must be in [0, {rows}); got values in "
+                f"[{idx.min()}, {idx.max()}]"
+            )
+        return table[idx]
+
+    return run
+
+
+def _masking_mask(config: dict, inputs: list, masks: list) -> list:
+    value = F32(config.get("mask_value", 0.0))
+    return [np.any(np.asarray(inputs[0]) != value, axis=-1)]
+
+
+@register("Masking", mask=_masking_mask)
+def build_masking(config: dict, weights: dict) -> Any:
+    value = F32(config.get("mask_value", 0.0))
+
+    def run(x: np.ndarray) -> np.ndarray:
+        keep = np.any(x != value, axis=-1, keepdims=True)
+        return x * keep.astype(x.dtype)
+
+    return run
+
+
+INFERENCE_NOOPS = (
+    "Identity", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+    "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast",
+    "RandomBrightness", "RandomHeight", "RandomWidth", "RandomGrayscale", "RandomHue",
+    "RandomSaturation", "RandomSharpness", "RandomShear", "RandomColorJitter",
+    "RandomPosterization", "RandomInvert", "RandomErasing", "RandomGaussianBlur",
+    "RandomPerspective", "RandomElasticTransform", "RandomColorDegeneration",
+    "Solarization", "MixUp", "CutMix", "AugMix", "RandAugment",
+)
+
+
+@register(*INFERENCE_NOOPS, mask="keep", noop=True)
+def build_identity(config: dict, weights: dict) -> Any:
+    return lambda x: x

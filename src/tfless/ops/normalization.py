@@ -1,0 +1,3 @@
+"""Normalization layers: batch, layer, group, unit and RMS normalization."""
+
+from __future__ import annotations

@@ -1,0 +1,104 @@
+"""The op registry: the single list of Keras layers tfless can run.
+
+Each op is a `build(config, weights) -> run` pair: `build` reads the layer's config and
+weights once (validating them), `run(*inputs)` only computes. `register` files a builder
+under one or more Keras class names together with the order in which Keras stores the
+layer's weights and how the layer treats Keras masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnsupportedLayer
+
+Run = Callable[..., Any]
+Builder = Callable[[dict[str, Any], dict[str, np.ndarray]], Run]
+WeightNames = Callable[[dict[str, Any]], Sequence[str]]
+MaskRule = Callable[[dict[str, Any], list, list], list]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """How to build one Keras layer type.
+
+    weight_names: Keras's storage order of the layer's weights (trainable first, then
+    non-trainable), as a function of its config.
+    mask: "drop" (outputs carry no mask), "keep" (every output carries the first input's
+    mask), or a rule `(config, inputs, input_masks) -> output_masks`.
+    uses_mask: run() accepts `mask=[...]` (one entry per input, None where unmasked).
+    noop: the layer is the identity at inference (passes may drop it).
+    children: for layers that own sub-layers, the order of their saved sub-objects
+    (Keras 3 object paths) in `layer.weights` order.
+    num_outputs: how many tensors one call returns, as a function of the config.
+    """
+
+    name: str
+    build: Builder
+    weight_names: WeightNames
+    family: str
+    mask: str | MaskRule = "drop"
+    uses_mask: bool = False
+    noop: bool = False
+    children: tuple[str, ...] | None = None
+    num_outputs: Callable[[dict[str, Any]], int] = lambda config: 1
+
+
+REGISTRY: dict[str, OpSpec] = {}
+
+
+def _as_weight_names(weights: Sequence[str] | WeightNames) -> WeightNames:
+    if callable(weights):
+        return weights
+    fixed = tuple(weights)
+    return lambda config: fixed
+
+
+def register(
+    *names: str,
+    weights: Sequence[str] | WeightNames = (),
+    mask: str | MaskRule = "drop",
+    uses_mask: bool = False,
+    noop: bool = False,
+    children: Sequence[str] | None = None,
+    num_outputs: Callable[[dict[str, Any]], int] | None = None,
+) -> Callable[[Builder], Builder]:
+    """Register `build` under each Keras class name in `names`."""
+
+    def decorate(build: Builder) -> Builder:
+        family = build.__module__.rsplit(".", 1)[-1]
+        for name in names:
+            if name in REGISTRY:
+                raise RuntimeError(f"op {name!r} registered twice")
+            REGISTRY[name] = OpSpec(
+                name, build, _as_weight_names(weights), family, mask, uses_mask, noop,
+                tuple(children) if children is not None else None,
+                num_outputs or (lambda config: 1),
+            )
+        return build
+
+    return decorate
+
+
+def get_op(name: str, layer: str = "") -> OpSpec:
+    """The spec for Keras class `name`, or UnsupportedLayer listing what exists."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        where = f"layer '{layer}' " if layer else ""
+        raise UnsupportedLayer(
+            f"{where}has type '{name}', which tfless does not support. "
+            f"Supported layer types: {', '.join(sorted(REGISTRY))}"
+        ) from None
+
+
+def supported_ops() -> dict[str, list[str]]:
+    """Supported Keras class names grouped by family module."""
+    families: dict[str, list[str]] = {}
+    for name, spec in sorted(REGISTRY.items()):
+        families.setdefault(spec.family, []).append(name)
+    return families

@@ -1,0 +1,3 @@
+"""Reshaping layers: Flatten, Reshape, Permute, RepeatVector, padding, cropping, upsampling."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Execution: compile a Graph into a Plan and run it."""

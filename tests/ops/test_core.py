@@ -1,0 +1,146 @@
+"""Parity of core layers and activations with Keras 3 and tf_keras."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.parity import check_parity, rand
+
+KERAS3_ACTIVATIONS = [
+    "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "swish",
+    "hard_sigmoid", "hard_silu", "hard_swish", "sigmoid", "tanh", "softmax", "log_softmax",
+    "softplus", "softsign", "exponential", "linear", "mish",
+]
+KERAS2_ACTIVATIONS = [
+    "relu", "elu", "selu", "gelu", "swish", "hard_sigmoid", "sigmoid", "tanh", "softmax",
+    "softplus", "softsign", "exponential", "linear",
+]
+
+
+@pytest.mark.parametrize("activation", KERAS3_ACTIVATIONS)
+def test_dense_activation_keras3(activation: str) -> None:
+    def build(K):
+        inp = K.Input((6,))
+        return K.Model(inp, K.layers.Dense(5, activation=activation)(inp))
+
+    check_parity(build, rand(4, 6), label=activation)
+
+
+@pytest.mark.parametrize("activation", KERAS2_ACTIVATIONS)
+def test_dense_activation_tf_keras(activation: str) -> None:
+    def build(K):
+        return K.Sequential([K.layers.Dense(5, activation=activation, input_shape=(6,))])
+
+    check_parity(build, rand(4, 6), api="tf_keras", label=activation)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_dense_on_3d_input(api: str, use_bias: bool) -> None:
+    def build(K):
+        inp = K.Input((3, 4))
+        return K.Model(inp, K.layers.Dense(2, use_bias=use_bias)(inp))
+
+    check_parity(build, rand(2, 3, 4), api=api)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        ("ReLU", {}), ("ReLU", {"max_value": 6.0}), ("ReLU", {"negative_slope": 0.1}),
+        ("ReLU", {"threshold": 0.3, "negative_slope": 0.2, "max_value": 0.8}),
+        ("LeakyReLU", {}), ("ELU", {"alpha": 0.7}), ("Softmax", {"axis": 1}),
+        ("PReLU", {}), ("PReLU", {"shared_axes": [1]}),
+    ],
+    ids=lambda p: f"{p[0]}{p[1]}",
+)
+def test_activation_layers(api: str, layer: tuple) -> None:
+    cls, kwargs = layer
+
+    def build(K):
+        inp = K.Input((3, 4))
+        return K.Model(inp, getattr(K.layers, cls)(**kwargs)(inp))
+
+    check_parity(build, rand(2, 3, 4) * 3, api=api)
+
+
+def test_thresholded_relu_tf_keras() -> None:
+    def build(K):
+        inp = K.Input((5,))
+        return K.Model(inp, K.layers.ThresholdedReLU(theta=0.2)(inp))
+
+    check_parity(build, rand(3, 5), api="tf_keras")
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_inference_noops(api: str) -> None:
+    def build(K):
+        inp = K.Input((4, 4, 3))
+        x = K.layers.Dropout(0.5)(inp)
+        x = K.layers.GaussianNoise(0.3)(x)
+        x = K.layers.GaussianDropout(0.3)(x)
+        x = K.layers.AlphaDropout(0.3)(x)
+        x = K.layers.SpatialDropout2D(0.3)(x)
+        x = K.layers.ActivityRegularization(0.1)(x)
+        return K.Model(inp, K.layers.Dense(2)(x))
+
+    check_parity(build, rand(2, 4, 4, 3), api=api)
+
+
+def test_random_augmentation_is_identity_keras3() -> None:
+    def build(K):
+        inp = K.Input((8, 8, 3))
+        x = K.layers.RandomFlip()(inp)
+        x = K.layers.RandomRotation(0.2)(x)
+        x = K.layers.RandomZoom(0.1)(x)
+        x = K.layers.RandomContrast(0.2)(x)
+        return K.Model(inp, K.layers.Dense(2)(x))
+
+    check_parity(build, rand(2, 8, 8, 3, low=0, high=1))
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_embedding(api: str) -> None:
+    def build(K):
+        inp = K.Input((7,), dtype="int32")
+        return K.Model(inp, K.layers.Embedding(20, 4)(inp))
+
+    ids = np.random.default_rng(0).integers(0, 20, (3, 7)).astype("int32")
+    check_parity(build, ids, api=api)
+
+
+def test_einsum_dense_keras3() -> None:
+    def build(K):
+        inp = K.Input((5, 6))
+        x = K.layers.EinsumDense("abc,cde->abde", output_shape=(None, 3, 2), bias_axes="de",
+                                 activation="relu")(inp)
+        return K.Model(inp, x)
+
+    check_parity(build, rand(2, 5, 6))
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_shared_layer_and_multiple_io(api: str) -> None:
+    def build(K):
+        a = K.Input((4,), name="a")
+        b = K.Input((4,), name="b")
+        shared = K.layers.Dense(3, activation="tanh")
+        return K.Model([a, b], [shared(a), shared(b)])
+
+    check_parity(build, [rand(2, 4, seed=1), rand(2, 4, seed=2)], api=api)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_nested_model(api: str) -> None:
+    def build(K):
+        inner_in = K.Input((4,))
+        inner = K.Model(inner_in, K.layers.Dense(3, activation="relu")(inner_in), name="inner")
+        seq = K.Sequential([K.Input((4,)), inner, K.layers.Dense(2)], name="outer")
+        x = K.Input((4,))
+        y = seq(x)
+        z = inner(x)
+        return K.Model(x, [y, z])
+
+    check_parity(build, rand(3, 4), api=api)

@@ -111,8 +111,8 @@ class Model:
             items = [x[s.name] for s in specs]
         elif isinstance(x, (list, tuple)) and len(specs) > 1:
             items = list(x)
-        elif isinstance(x, (list, tuple)) and len(x) == 1 and isinstance(x[0], np.ndarray):
-            items = [x[0]]
+        elif isinstance(x, (list, tuple)) and x and all(isinstance(v, np.ndarray) for v in x):
+            items = list(x)
         else:
             items = [x]
         if len(items) != len(specs):

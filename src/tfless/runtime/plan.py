@@ -86,6 +86,11 @@ class Plan:
                     out = step.run(*args)
             except TflessError:
                 raise
+            except MemoryError as exc:
+                raise TflessError(
+                    f"layer '{step.node.name}' ({step.node.op}) needs more memory than is "
+                    f"available: {exc}; try a smaller batch_size"
+                ) from exc
             except (ValueError, IndexError, TypeError) as exc:
                 shapes = ", ".join(str(getattr(a, "shape", "?")) for a in args)
                 raise TflessError(

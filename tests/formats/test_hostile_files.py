@@ -1,0 +1,241 @@
+"""Broken, hostile and non-model files fail with a clear TflessError before any harm."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import tfless
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import keras
+
+    d = tmp_path_factory.mktemp("small")
+    inp = keras.Input((4,), name="features")
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="probs")(inp))
+    paths = {"keras": d / "m.keras", "h5": d / "m.h5"}
+    model.save(paths["keras"])
+    model.save(paths["h5"])
+    return paths
+
+
+def test_truncated_h5(small_model: dict[str, Path], tmp_path: Path) -> None:
+    data = small_model["h5"].read_bytes()
+    bad = tmp_path / "cut.h5"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(tfless.ModelFormatError, match="cut.h5"):
+        tfless.load(bad)
+
+
+def test_truncated_keras_zip(small_model: dict[str, Path], tmp_path: Path) -> None:
+    data = small_model["keras"].read_bytes()
+    bad = tmp_path / "cut.keras"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(tfless.ModelFormatError, match="cut.keras"):
+        tfless.load(bad)
+
+
+def test_random_bytes(tmp_path: Path) -> None:
+    bad = tmp_path / "noise.h5"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(tfless.ModelFormatError, match="not a Keras model file"):
+        tfless.load(bad)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    bad = tmp_path / "empty.keras"
+    bad.write_bytes(b"")
+    with pytest.raises(tfless.ModelFormatError, match="empty"):
+        tfless.load(bad)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(tfless.ModelFormatError, match="no such file"):
+        tfless.load(tmp_path / "nope.h5")
+
+
+def test_hdf5_that_is_not_a_model(tmp_path: Path) -> None:
+    path = tmp_path / "data.h5"
+    with h5py.File(path, "w") as f:
+        f["table"] = np.arange(10)
+    with pytest.raises(tfless.ModelFormatError, match="not a Keras model"):
+        tfless.load(path)
+
+
+def test_weights_only_file_names_the_fix(tmp_path: Path) -> None:
+    import tf_keras
+
+    model = tf_keras.Sequential([tf_keras.layers.Dense(2, input_shape=(3,))])
+    path = tmp_path / "w.h5"
+    model.save_weights(path)
+    with pytest.raises(tfless.ModelFormatError, match="weights-only.*weights="):
+        tfless.load(path)
+
+
+def test_extension_does_not_matter(small_model: dict[str, Path], tmp_path: Path) -> None:
+    swapped_zip = tmp_path / "really_a_zip.h5"
+    swapped_zip.write_bytes(small_model["keras"].read_bytes())
+    swapped_h5 = tmp_path / "really_hdf5.keras"
+    swapped_h5.write_bytes(small_model["h5"].read_bytes())
+    x = np.random.default_rng(0).random((2, 4), dtype=np.float32)
+    a = tfless.load(swapped_zip).predict(x)
+    b = tfless.load(swapped_h5).predict(x)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def _keras_zip(path: Path, small: Path, extra: dict[str, bytes], compress: bool = False) -> None:
+    with zipfile.ZipFile(small) as src, zipfile.ZipFile(
+        path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    ) as dst:
+        for name in src.namelist():
+            if name not in extra:
+                dst.writestr(name, src.read(name))
+        for name, data in extra.items():
+            dst.writestr(name, data)
+
+
+def test_zip_bomb_is_refused(small_model: dict[str, Path], tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.keras"
+    _keras_zip(bomb, small_model["keras"], {"model.weights.h5": bytes(64 * 1024**2)}, compress=True)
+    assert bomb.stat().st_size < 1024**2
+    with pytest.raises(tfless.UnsafeModelError, match="zip bomb"):
+        tfless.load(bomb)
+
+
+def test_path_traversal_member_is_refused(small_model: dict[str, Path], tmp_path: Path) -> None:
+    evil = tmp_path / "evil.keras"
+    _keras_zip(evil, small_model["keras"], {"../../etc/evil.txt": b"x"})
+    with pytest.raises(tfless.UnsafeModelError, match="escapes"):
+        tfless.load(evil)
+    assert not (tmp_path.parent / "etc").exists()
+
+
+def _h5_with_kernel(path: Path, shape: tuple[int, ...], write: bool) -> None:
+    config = {
+        "class_name": "Sequential",
+        "config": {"name": "s", "layers": [
+            {"class_name": "InputLayer", "config": {"batch_input_shape": [None, shape[0]],
+                                                    "name": "in"}},
+            {"class_name": "Dense", "config": {"name": "d", "units": shape[1]}},
+        ]},
+    }
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(config)
+        f.attrs["keras_version"] = "2.15.0"
+        g = f.create_group("model_weights")
+        g.attrs["layer_names"] = [b"in", b"d"]
+        g.create_group("in").attrs["weight_names"] = []
+        d = g.create_group("d")
+        d.attrs["weight_names"] = [b"d/kernel:0", b"d/bias:0"]
+        k = d.create_dataset("d/kernel:0", shape=shape, dtype="f4", chunks=True)
+        d.create_dataset("d/bias:0", data=np.zeros(shape[1], np.float32))
+        if write:
+            k[...] = 0.5
+
+
+def test_terabyte_weight_is_refused_before_allocation(tmp_path: Path) -> None:
+    path = tmp_path / "huge.h5"
+    _h5_with_kernel(path, (1_000_000, 1_000_000), write=False)
+    assert path.stat().st_size < 8 * 1024**2  # declares 4 TB
+    with pytest.raises(tfless.UnsafeModelError, match="GiB"):
+        tfless.load(path)
+
+
+def test_declared_but_missing_weight_data(tmp_path: Path) -> None:
+    path = tmp_path / "hollow.h5"
+    _h5_with_kernel(path, (512, 512), write=False)
+    with pytest.raises(tfless.ModelFormatError, match="truncated or corrupt"):
+        tfless.load(path)
+
+
+def test_weight_shape_must_match_config(tmp_path: Path) -> None:
+    path = tmp_path / "mismatch.h5"
+    _h5_with_kernel(path, (4, 3), write=True)
+    with h5py.File(path, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        cfg["config"]["layers"][1]["config"]["units"] = 7
+        f.attrs["model_config"] = json.dumps(cfg)
+    with pytest.raises(tfless.TflessError, match="layer 'd'.*units=7"):
+        tfless.load(path)
+
+
+def test_lambda_layer_is_never_run(tmp_path: Path) -> None:
+    import tf_keras
+
+    model = tf_keras.Sequential([tf_keras.layers.Lambda(lambda x: x * 2, input_shape=(3,))])
+    path = tmp_path / "lambda.h5"
+    model.save(path)
+    with pytest.raises(tfless.UnsafeModelError, match="Lambda"):
+        tfless.load(path)
+
+
+def test_custom_layer_is_named(tmp_path: Path) -> None:
+    import keras
+
+    @keras.saving.register_keras_serializable(package="Mine")
+    class Doubler(keras.layers.Layer):
+        def call(self, x):
+            return x * 2
+
+    inp = keras.Input((3,))
+    model = keras.Model(inp, Doubler(name="doubler")(inp))
+    path = tmp_path / "custom.keras"
+    model.save(path)
+    with pytest.raises(tfless.UnsupportedLayer, match="doubler.*Mine>Doubler"):
+        tfless.load(path)
+
+
+def test_unknown_layer_lists_supported(tmp_path: Path) -> None:
+    path = tmp_path / "unknown.h5"
+    _h5_with_kernel(path, (4, 3), write=True)
+    with h5py.File(path, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        cfg["config"]["layers"][1]["class_name"] = "FancyDense"
+        f.attrs["model_config"] = json.dumps(cfg)
+    with pytest.raises(tfless.UnsupportedLayer, match="FancyDense.*Supported layer types: .*Dense"):
+        tfless.load(path)
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ([np.zeros((2, 4)), np.zeros((2, 4))], "takes 1 inputs"),
+        (np.zeros((2, 5)), "axis 1 must be 4"),
+        (np.zeros((2, 4, 1)), "rank 2"),
+        (np.array([["a", "b", "c", "d"]]), "expected numbers"),
+        ({"wrong": np.zeros((2, 4))}, "missing \\['features'\\]"),
+    ],
+)
+def test_bad_inputs(small_model: dict[str, Path], bad: object, words: str) -> None:
+    model = tfless.load(small_model["keras"])
+    with pytest.raises(tfless.InputError, match=words):
+        model.predict(bad)
+
+
+def test_inputs_by_name_and_empty_batch(small_model: dict[str, Path]) -> None:
+    model = tfless.load(small_model["keras"])
+    x = np.random.default_rng(1).random((3, 4), dtype=np.float32)
+    np.testing.assert_array_equal(model.predict({"features": x}), model.predict(x))
+    assert model.predict(np.zeros((0, 4), np.float32)).shape == (0, 3)
+    assert model.predict(x, batch_size=2).shape == (3, 3)
+
+
+def test_cli_error_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "noise.keras"
+    bad.write_bytes(b"not a model at all")
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 4), np.float32))
+    proc = subprocess.run([sys.executable, "-m", "tfless.cli", "predict", str(bad), "-i", str(x)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "noise.keras" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -104,6 +104,17 @@ def write_outputs(outputs: Any, names: list[str], out: str | None) -> None:
     tmp.replace(p)
 
 
+def format_top(scores: np.ndarray, k: int) -> str:
+    """Per sample, the k highest-scoring classes of a (batch, classes) output."""
+    if scores.ndim != 2:
+        raise InputError(f"--top needs an output of shape (batch, classes), got {scores.shape}")
+    lines = []
+    for i, row in enumerate(scores):
+        best = np.argsort(-row, kind="stable")[:k]
+        lines.append(f"sample {i}: " + ", ".join(f"class {c} ({row[c]:.3f})" for c in best))
+    return "\n".join(lines)
+
+
 # ----- subcommands --------------------------------------------------------------------
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import describe
@@ -116,6 +127,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = _load(args)
     x = read_inputs(args.input, model)
     y = model.predict(x, batch_size=args.batch_size)
+    if args.top:
+        print(format_top(y if not isinstance(y, list) else y[0], args.top))
+        if not args.output:
+            return 0
     write_outputs(y, [s.name for s in model.outputs], args.output)
     if args.output and args.output != "-":
         arrays = y if isinstance(y, list) else [y]
@@ -143,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help=".npy, .npz or .json (default: JSON on stdout)")
     p.add_argument("--weights", help="weights .h5 for an architecture JSON file")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--top", type=int, default=0, metavar="K",
+                   help="print the K best classes per sample instead of raw outputs")
     p.add_argument("--backend", choices=["numpy", "onnxruntime"], default=None)
     p.set_defaults(handler=cmd_predict)
 

@@ -8,6 +8,7 @@ from .errors import (
     UnsafeModelError,
     UnsupportedLayer,
 )
+from .export import export_onnx
 from .graph import Graph, TensorSpec
 from .model import Model, load
 
@@ -15,5 +16,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Graph", "InputError", "MissingExtra", "Model", "ModelFormatError", "TensorSpec",
-    "TflessError", "UnsafeModelError", "UnsupportedLayer", "__version__", "load",
+    "TflessError", "UnsafeModelError", "UnsupportedLayer", "__version__", "export_onnx", "load",
 ]

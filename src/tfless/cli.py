@@ -170,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list[Callable[[Any], None]]:
     """Subcommands contributed by other modules (each adds its own parser)."""
-    return []
+    from .export import register_cli as export_cli
+
+    return [export_cli]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,102 @@
+"""Exporters: write a loaded model in another format (`tfless export MODEL -f FORMAT`).
+
+`FORMATS` is the table behind `tfless export -f`: each entry adds its own options to the
+`export` subcommand and runs the export. Exporter modules import their heavy
+dependencies lazily, so importing this package stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .onnx import ExportReport, VerifyReport, export_onnx, verify_onnx
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One `-f` choice: `add_arguments(parser)` adds its options, `run(args)` exports."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+FORMATS: dict[str, ExportFormat] = {}
+
+
+def register_format(fmt: ExportFormat) -> None:
+    FORMATS[fmt.name] = fmt
+
+
+# ----- onnx ----------------------------------------------------------------------------
+def _onnx_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("onnx")
+    g.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (13 to the newest the installed onnx supports; default 17)")
+    g.add_argument("--batch", default="dynamic",
+                   help="'dynamic' (default) or a fixed batch size")
+    g.add_argument("--float16", action="store_true",
+                   help="store weights as float16; reports size reduction and accuracy cost")
+
+
+def _onnx_run(args: argparse.Namespace) -> int:
+    from ..cli import _load
+    from .onnx import DEFAULT_OPSET
+
+    out = args.output or _default_output(args.model, ".onnx")
+    report = export_onnx(_load(args), out, opset=args.opset or DEFAULT_OPSET,
+                         batch=args.batch, float16=args.float16)
+    print(report)
+    return 0
+
+
+register_format(ExportFormat("onnx", "ONNX model file", _onnx_arguments, _onnx_run))
+
+
+# ----- the CLI -------------------------------------------------------------------------
+def _default_output(model: str, suffix: str) -> str:
+    from pathlib import Path
+
+    return str(Path(model).with_suffix(suffix))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    return FORMATS[args.format].run(args)
+
+
+def cmd_verify_onnx(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+
+    if not str(args.model).lower().endswith(".onnx"):
+        raise InputError(f"{args.model}: `tfless verify` checks exported .onnx files")
+    report = verify_onnx(args.model)
+    print(report)
+    return 0 if report.ok else 1
+
+
+def register_cli(sub: Any) -> None:
+    """Add `export` (and `verify` for .onnx files, unless a `verify` already exists)."""
+    p = sub.add_parser("export", help="write the model in another format (" +
+                       ", ".join(FORMATS) + ")")
+    p.add_argument("model")
+    p.add_argument("-f", "--format", required=True, choices=sorted(FORMATS),
+                   help="; ".join(f"{f.name}: {f.help}" for f in FORMATS.values()))
+    p.add_argument("-o", "--output", help="output path (default: the model path with the "
+                   "format's suffix)")
+    p.add_argument("--weights", help="weights .h5 for an architecture JSON file")
+    for fmt in FORMATS.values():
+        fmt.add_arguments(p)
+    p.set_defaults(handler=cmd_export)
+    if "verify" not in sub.choices:
+        v = sub.add_parser("verify", help="check an exported .onnx file against its embedded "
+                           "test vector")
+        v.add_argument("model")
+        v.set_defaults(handler=cmd_verify_onnx)
+
+
+__all__ = ["FORMATS", "ExportFormat", "ExportReport", "VerifyReport", "export_onnx",
+           "register_cli", "register_format", "verify_onnx"]

@@ -1,0 +1,10 @@
+"""ONNX converters, one module per op family (mirroring `tfless/ops/`).
+
+Importing this package fills `tfless.export.onnx.CONVERTERS`: the import list below is
+the single list of converter families.
+"""
+
+from . import (  # noqa: F401
+    activations,
+    core,
+)

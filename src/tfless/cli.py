@@ -139,6 +139,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    if Path(args.model).suffix.lower() == ".onnx":
+        from .export.onnx import verify_onnx
+
+        report = verify_onnx(args.model)
+        print(report)
+        return 0 if report.ok else 1
+    from .verify import format_reports, verify
+
+    reports = verify(args.model, n=args.n)
+    print(format_reports(args.model, reports))
+    return 0 if all(r.ok(args.atol, args.rtol) for r in reports) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfless", description="Keras models, deployed without TensorFlow.")
@@ -162,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the K best classes per sample instead of raw outputs")
     p.add_argument("--backend", choices=["numpy", "onnxruntime"], default=None)
     p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("verify", help="compare tfless with Keras on the same inputs "
+                       "(needs TensorFlow/Keras installed), or check an exported .onnx file")
+    p.add_argument("model")
+    p.add_argument("-n", type=int, default=4, help="batch of random inputs to compare")
+    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--rtol", type=float, default=1e-4, help="relative to the output scale")
+    p.set_defaults(handler=cmd_verify)
 
     for register in _extensions():
         register(sub)

@@ -1,3 +1,145 @@
-"""Pooling layers: max/average pooling and their global forms, 1D/2D/3D."""
+"""Pooling layers: max/average pooling and their global forms, 1D/2D/3D.
+
+Windowed pooling runs channels-last over strided views of the (padded) input, one
+vectorized max/add per pool tap. As in TensorFlow, 'same' max pooling never picks a
+padded cell and 'same' average pooling divides by the number of real cells in each window.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import InputError
+from .convolutional import (
+    Geometry,
+    channels_first,
+    from_channels_last,
+    geometry,
+    pad_spatial,
+    to_channels_last,
+)
+from .registry import register
+
+F32 = np.float32
+
+
+def _window_counts(geo: Geometry, sizes: tuple[int, ...], out: tuple[int, ...]) -> np.ndarray:
+    """Real (unpadded) cells in each window, shaped to broadcast over (batch, *out, C)."""
+    counts = np.ones((), dtype=F32)
+    for axis, (n, o, k, s, (before, _)) in enumerate(
+            zip(sizes, out, geo.kernel, geo.strides, geo.pads(sizes))):
+        start = np.arange(o) * s - before
+        per_axis = (np.minimum(start + k, n) - np.maximum(start, 0)).astype(F32)
+        shape = [1] * len(sizes)
+        shape[axis] = o
+        counts = counts * per_axis.reshape(shape)
+    return counts[..., None]
+
+
+def pool_channels_last(x: np.ndarray, geo: Geometry, kind: str) -> np.ndarray:
+    """Max ('max') or average ('avg') pooling of (batch, *spatial, C)."""
+    sizes = x.shape[1:-1]
+    fill = -np.inf if kind == "max" else 0.0
+    xp = pad_spatial(x, geo.pads(sizes), fill)
+    out = geo.out_sizes(xp.shape[1:-1])
+    taps = list(np.ndindex(*geo.kernel))
+    acc = xp[(slice(None), *geo.tap_slices(taps[0], out))].copy()
+    for tap in taps[1:]:
+        view = xp[(slice(None), *geo.tap_slices(tap, out))]
+        if kind == "max":
+            np.maximum(acc, view, out=acc)
+        else:
+            acc += view
+    if kind == "avg":
+        if geo.padding == "same":
+            acc /= _window_counts(geo, sizes, out)
+        else:
+            acc /= F32(math.prod(geo.kernel))
+    return acc
+
+
+def make_pool(rank: int, kind: str) -> Callable[[dict, dict], Callable]:
+    def build(config: dict, weights: dict) -> Callable:
+        name = config.get("name", "")
+        geo = geometry(config, rank, allow_causal=False, size_field="pool_size",
+                       default_size=2)
+        first = channels_first(config, name)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            _check_rank(name, x, rank)
+            y = pool_channels_last(to_channels_last(x, first), geo, kind)
+            return from_channels_last(y, first)
+
+        return run
+
+    return build
+
+
+for _rank in (1, 2, 3):
+    register(f"MaxPooling{_rank}D")(make_pool(_rank, "max"))
+    register(f"AveragePooling{_rank}D")(make_pool(_rank, "avg"))
+
+
+# ----- global pooling --------------------------------------------------------------------
+def _global_axes(config: dict, rank: int) -> tuple[tuple[int, ...], bool]:
+    first = channels_first(config, config.get("name", ""))
+    axes = tuple(range(2, rank + 2)) if first else tuple(range(1, rank + 1))
+    return axes, bool(config.get("keepdims", False))
+
+
+def _check_rank(name: str, x: np.ndarray, rank: int) -> None:
+    if x.ndim != rank + 2:
+        raise InputError(f"layer '{name}' expects inputs of rank {rank + 2}, got shape {x.shape}")
+
+
+def make_global_max(rank: int) -> Callable[[dict, dict], Callable]:
+    def build(config: dict, weights: dict) -> Callable:
+        name = config.get("name", "")
+        axes, keepdims = _global_axes(config, rank)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            _check_rank(name, x, rank)
+            return np.max(x, axis=axes, keepdims=keepdims)
+
+        return run
+
+    return build
+
+
+def make_global_average(rank: int) -> Callable[[dict, dict], Callable]:
+    def build(config: dict, weights: dict) -> Callable:
+        name = config.get("name", "")
+        axes, keepdims = _global_axes(config, rank)
+        # Keras 3 zeroes masked steps with `where`; tf_keras multiplies by the mask.
+        multiply = "keras_major" in config
+
+        def run(x: np.ndarray, mask: list | None = None) -> np.ndarray:
+            _check_rank(name, x, rank)
+            if not mask or mask[0] is None:
+                return np.mean(x, axis=axes, keepdims=keepdims, dtype=F32)
+            keep = np.asarray(mask[0], dtype=bool)
+            if keep.shape != x.shape[:1] + tuple(x.shape[a] for a in axes):
+                raise InputError(
+                    f"layer '{name}': mask of shape {keep.shape} does not match input {x.shape}"
+                )
+            keep = np.expand_dims(keep, 1 if axes[0] == 2 else -1)
+            weight = keep.astype(x.dtype)
+            kept = x * weight if multiply else np.where(keep, x, x.dtype.type(0))
+            return np.sum(kept, axis=axes, keepdims=keepdims) / np.sum(
+                weight, axis=axes, keepdims=keepdims)
+
+        return run
+
+    return build
+
+
+# Keras's GlobalMaxPooling1D ignores masks (it does not support masking), so only the
+# 1D average pooling reads them.
+register("GlobalAveragePooling1D", uses_mask=True)(make_global_average(1))
+register("GlobalMaxPooling1D")(make_global_max(1))
+for _rank in (2, 3):
+    register(f"GlobalAveragePooling{_rank}D")(make_global_average(_rank))
+    register(f"GlobalMaxPooling{_rank}D")(make_global_max(_rank))

@@ -34,7 +34,8 @@ def test_verify_cli(saved: dict[str, Path], which: str) -> None:
 
 
 def test_verify_without_keras_says_how_to_fix(saved: dict[str, Path]) -> None:
-    code = BLOCKER + f"import sys\nfrom tfless.cli import main\nsys.exit(main(['verify', {str(saved['k3'])!r}]))\n"
+    call = f"sys.exit(main(['verify', {str(saved['k3'])!r}]))"
+    code = BLOCKER + "import sys\nfrom tfless.cli import main\n" + call + "\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "pip install" in proc.stderr and "Traceback" not in proc.stderr

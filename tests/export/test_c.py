@@ -1,0 +1,139 @@
+"""C export: generate C for Keras models, compile with -Wall -Werror, run, compare with Keras."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tfless
+from tfless.errors import UnsupportedLayer
+from tfless.export.c import export_c
+from tests.parity import assert_close, keras_module, keras_predict, randomize_weights
+
+CLEAN_ENV = {"PATH": "/usr/bin:/bin"}
+
+
+def save(model, tmp: Path, name: str = "model.keras") -> Path:
+    path = tmp / name
+    model.save(path)
+    return path
+
+
+def build_and_run(model_path: Path, out: Path, x: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """Export, `make`, `make test`, then run the binary on raw float32 samples."""
+    export_c(tfless.load(model_path), out)
+    subprocess.run(["make", "-s", "all", "test"], cwd=out, check=True, env=CLEAN_ENV,
+                   capture_output=True)
+    arrays = x if isinstance(x, list) else [x]
+    n = arrays[0].shape[0]
+    raw = np.concatenate([a.reshape(n, -1) for a in arrays], axis=1).astype("<f4").tobytes()
+    done = subprocess.run([str(out / "model")], input=raw, capture_output=True, check=True,
+                          env=CLEAN_ENV)
+    return np.frombuffer(done.stdout, "<f4").reshape(n, -1)
+
+
+def check(build, x, tmp: Path, api: str = "keras3") -> Path:
+    K = keras_module(api)
+    model = build(K)
+    randomize_weights(model)
+    want = keras_predict(model, x)
+    path = save(model, tmp, "model.keras" if api == "keras3" else "model.h5")
+    got = build_and_run(path, tmp / "c", x)
+    n = got.shape[0]
+    flat = np.concatenate([w.reshape(n, -1) for w in want], axis=1)
+    assert_close(got, [flat], f"C export of {model.name}")
+    return tmp / "c"
+
+
+def rand(*shape: int, seed: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def test_mlp_with_every_activation(tmp_path: Path) -> None:
+    acts = ["relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu",
+            "hard_sigmoid", "hard_silu", "sigmoid", "tanh", "softplus", "softsign",
+            "exponential", "mish", "log_softmax", "linear", "softmax"]
+
+    def build(K):
+        inp = K.Input((6,))
+        h = inp
+        for act in acts:
+            h = K.layers.Dense(6, activation=act)(h)
+        h = K.layers.ReLU(max_value=0.8, negative_slope=0.1, threshold=0.05)(h)
+        h = K.layers.LeakyReLU(negative_slope=0.2)(h)
+        h = K.layers.ELU(alpha=0.5)(h)
+        h = K.layers.PReLU()(h)
+        return K.Model(inp, K.layers.Softmax()(K.layers.Dense(3)(h)))
+
+    check(build, rand(5, 6), tmp_path)
+
+
+def test_keras2_mlp_uses_keras2_hard_sigmoid(tmp_path: Path) -> None:
+    def build(K):
+        return K.Sequential([K.layers.Dense(8, activation="hard_sigmoid", input_shape=(4,)),
+                             K.layers.Dropout(0.5), K.layers.Dense(3, activation="softmax")])
+
+    check(build, rand(4, 4) * 4, tmp_path, api="tf_keras")
+
+
+def test_multi_input_multi_output_merges(tmp_path: Path) -> None:
+    def build(K):
+        a, b = K.Input((4,), name="a"), K.Input((4,), name="b")
+        L = K.layers
+        m = [L.Add()([a, b]), L.Subtract()([a, b]), L.Multiply()([a, b]),
+             L.Average()([a, b]), L.Maximum()([a, b]), L.Minimum()([a, b])]
+        cat = L.Concatenate()(m)
+        r = L.Reshape((6, 4))(cat)
+        p = L.Permute((2, 1))(r)
+        return K.Model([a, b], [L.Flatten()(p), L.Dense(2)(L.RepeatVector(3)(a))])
+
+    check(build, [rand(3, 4), rand(3, 4, seed=4)], tmp_path)
+
+
+def test_embedding_and_csv_io(tmp_path: Path) -> None:
+    K = keras_module("keras3")
+    inp = K.Input((5,))
+    out = K.layers.Dense(2)(K.layers.Flatten()(K.layers.Embedding(10, 3)(inp)))
+    model = K.Model(inp, out)
+    randomize_weights(model)
+    ids = np.array([[0, 1, 2, 3, 9], [4, 4, 5, 6, 7]], np.float32)
+    want = keras_predict(model, ids)[0]
+    export_c(tfless.load(save(model, tmp_path)), tmp_path / "c")
+    subprocess.run(["make", "-s"], cwd=tmp_path / "c", check=True, env=CLEAN_ENV)
+    csv = "\n".join(",".join(str(int(v)) for v in row) for row in ids) + "\n"
+    done = subprocess.run([str(tmp_path / "c" / "model"), "--csv"], input=csv.encode(),
+                          capture_output=True, check=True)
+    got = np.array([[float(v) for v in line.split(",")] for line in done.stdout.decode().split()])
+    assert_close(got.astype(np.float32), [want], "csv")
+    bad = subprocess.run([str(tmp_path / "c" / "model"), "--csv"], input=b"1,2,3,4,10\n",
+                         capture_output=True)
+    assert bad.returncode == 1 and b"out of range" in bad.stderr
+
+
+def test_unsupported_layer_fails_before_writing(tmp_path: Path) -> None:
+    K = keras_module("keras3")
+    inp = K.Input((4,))
+    model = K.Model(inp, K.layers.EinsumDense("ab,bc->ac", output_shape=3, name="mixer")(inp))
+    loaded = tfless.load(save(model, tmp_path))
+    with pytest.raises(UnsupportedLayer, match="'mixer' \\(EinsumDense\\)"):
+        export_c(loaded, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def test_embedded_test_vectors_catch_wrong_code(tmp_path: Path) -> None:
+    K = keras_module("keras3")
+    inp = K.Input((3,))
+    model = K.Model(inp, K.layers.Dense(2, activation="tanh")(inp))
+    randomize_weights(model)
+    out = tmp_path / "c"
+    export_c(tfless.load(save(model, tmp_path)), out)
+    assert subprocess.run(["make", "-s", "test"], cwd=out, capture_output=True).returncode == 0
+    # a C file whose math drifts from the runtime must fail its own check
+    src = (out / "model.c").read_text().replace("tanhf(x)", "tanhf(x * 1.001f)")
+    (out / "model.c").write_text(src)
+    failed = subprocess.run(["make", "-s", "test"], cwd=out, capture_output=True)
+    assert failed.returncode != 0 and b"FAIL" in failed.stdout

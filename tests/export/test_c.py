@@ -137,3 +137,42 @@ def test_embedded_test_vectors_catch_wrong_code(tmp_path: Path) -> None:
     (out / "model.c").write_text(src)
     failed = subprocess.run(["make", "-s", "test"], cwd=out, capture_output=True)
     assert failed.returncode != 0 and b"FAIL" in failed.stdout
+
+
+def test_cnn_conv_pool_padding(tmp_path: Path) -> None:
+    def build(K):
+        L = K.layers
+        inp = K.Input((12, 16, 3))
+        h = L.ZeroPadding2D(((1, 0), (2, 1)))(inp)
+        h = L.Conv2D(6, 3, strides=2, padding="same", activation="relu")(h)
+        h = L.Conv2D(4, (2, 3), dilation_rate=(1, 2), padding="same", use_bias=False)(h)
+        h = L.Conv2D(4, 3, padding="valid", groups=2)(h)
+        h = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", strides=(1, 2))(h)
+        h = L.SeparableConv2D(5, 2, padding="valid", activation="tanh")(h)
+        h = L.UpSampling2D((2, 1))(h)
+        h = L.MaxPooling2D(2, strides=1, padding="same")(h)
+        h = L.AveragePooling2D((2, 2), padding="same")(h)
+        h = L.Cropping2D(((1, 0), (0, 1)))(h)
+        a = L.GlobalAveragePooling2D()(h)
+        m = L.GlobalMaxPooling2D()(h)
+        return K.Model(inp, [a, L.Dense(3, activation="softmax")(L.Flatten()(h)), m])
+
+    check(build, rand(3, 12, 16, 3), tmp_path)
+
+
+def test_conv1d_family(tmp_path: Path) -> None:
+    def build(K):
+        L = K.layers
+        inp = K.Input((16, 3))
+        h = L.Conv1D(4, 3, padding="causal", dilation_rate=2, activation="elu")(inp)
+        h = L.ZeroPadding1D(2)(h)
+        h = L.Conv1D(5, 4, strides=2, padding="same")(h)
+        h = L.SeparableConv1D(6, 3, depth_multiplier=2, padding="same")(h)
+        h = L.DepthwiseConv1D(3)(h)
+        h = L.MaxPooling1D(2)(h)
+        h = L.UpSampling1D(3)(h)
+        h = L.AveragePooling1D(3, strides=2, padding="same")(h)
+        h = L.Cropping1D((1, 2))(h)
+        return K.Model(inp, [L.GlobalMaxPooling1D()(h), L.GlobalAveragePooling1D(keepdims=True)(h)])
+
+    check(build, rand(2, 16, 3), tmp_path)

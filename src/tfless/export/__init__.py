@@ -68,18 +68,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     return FORMATS[args.format].run(args)
 
 
-def cmd_verify_onnx(args: argparse.Namespace) -> int:
-    from ..errors import InputError
-
-    if not str(args.model).lower().endswith(".onnx"):
-        raise InputError(f"{args.model}: `tfless verify` checks exported .onnx files")
-    report = verify_onnx(args.model)
-    print(report)
-    return 0 if report.ok else 1
-
-
 def register_cli(sub: Any) -> None:
-    """Add `export` (and `verify` for .onnx files, unless a `verify` already exists)."""
+    """Add the `export` subcommand (`tfless verify` sends .onnx files to `verify_onnx`)."""
     p = sub.add_parser("export", help="write the model in another format (" +
                        ", ".join(FORMATS) + ")")
     p.add_argument("model")
@@ -91,11 +81,6 @@ def register_cli(sub: Any) -> None:
     for fmt in FORMATS.values():
         fmt.add_arguments(p)
     p.set_defaults(handler=cmd_export)
-    if "verify" not in sub.choices:
-        v = sub.add_parser("verify", help="check an exported .onnx file against its embedded "
-                           "test vector")
-        v.add_argument("model")
-        v.set_defaults(handler=cmd_verify_onnx)
 
 
 __all__ = ["FORMATS", "ExportFormat", "ExportReport", "VerifyReport", "export_onnx",

@@ -18,14 +18,15 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError, MissingExtra, ModelFormatError, TflessError, UnsupportedLayer
 from ..graph import Graph, Node, Shape
-from ..ops import get_op
-from ..runtime.plan import Plan
+
+if TYPE_CHECKING:  # the op registry loads lazily: importing tfless must not import every op
+    from ..runtime.plan import Plan
 
 MIN_OPSET = 13
 DEFAULT_OPSET = 17
@@ -279,6 +280,8 @@ def _dims(shape: Shape, batch: int | None, prefix: str) -> list[Any]:
 
 
 def _convert_node(b: OnnxBuilder, node: Node) -> None:
+    from ..ops import get_op
+
     spec = CONVERTERS[node.op]
     rt = get_op(node.op, node.name)
     xs = [b.values[t] for t in node.inputs]
@@ -338,7 +341,10 @@ def graph_to_onnx(graph: Graph, opset: int = DEFAULT_OPSET, batch: int | None = 
     _check_supported(graph)
     if len(set(graph.output_names)) != len(graph.output_names):
         raise ModelFormatError(f"model output names are not unique: {graph.output_names}")
-    facts = facts or tensor_facts(graph, plan or Plan(graph))
+    if facts is None:
+        from ..runtime.plan import Plan
+
+        facts = tensor_facts(graph, plan or Plan(graph))
     helper = onnx.helper
     reserved = [s.name for s in graph.inputs] + list(graph.output_names)
     b = OnnxBuilder(opset, facts, reserved)

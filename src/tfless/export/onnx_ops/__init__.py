@@ -6,5 +6,8 @@ the single list of converter families.
 
 from . import (  # noqa: F401
     activations,
+    convolutional,
     core,
+    pooling,
+    reshaping,
 )

@@ -193,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions() -> list[Callable[[Any], None]]:
     """Subcommands contributed by other modules (each adds its own parser)."""
     from .export import register_cli as export_cli
+    from .package.build import register_cli as build_cli
 
-    return [export_cli]
+    return [export_cli, build_cli]
 
 
 def main(argv: list[str] | None = None) -> int:

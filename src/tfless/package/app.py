@@ -1,0 +1,104 @@
+"""The program inside a `tfless build` executable: `NAME predict | info`.
+
+PyInstaller runs this file as the main script. It loads the embedded bundle (see
+`bundle.py`) with the NumPy runtime only: the `tfless` package is imported without running
+its `__init__` (which pulls in the file readers, h5py and the exporters), and
+`tfless.formats` is replaced by a module that explains why reading files is not available.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+
+def bundle_dir() -> Path:
+    """Where PyInstaller unpacked the data files (or TFLESS_BUNDLE when run from source)."""
+    base = getattr(sys, "_MEIPASS", None)
+    if base is None:
+        return Path(os.environ["TFLESS_BUNDLE"])
+    return Path(base) / "tfless_bundle"
+
+
+def _runtime_only_tfless(version: str) -> None:
+    if "tfless" in sys.modules:
+        return
+    spec = importlib.util.find_spec("tfless")
+    if spec is None:
+        raise ImportError("the tfless runtime is missing from this executable")
+    package = importlib.util.module_from_spec(spec)
+    package.__version__ = version  # type: ignore[attr-defined]
+    sys.modules["tfless"] = package
+    formats = types.ModuleType("tfless.formats")
+
+    def read_graph(*args: Any, **kwargs: Any) -> Any:
+        from tfless.errors import ModelFormatError
+
+        raise ModelFormatError("this executable only runs its embedded model; it cannot read "
+                               "model files")
+
+    formats.read_graph = read_graph  # type: ignore[attr-defined]
+    sys.modules["tfless.formats"] = formats
+
+
+def _load() -> tuple[Any, dict[str, Any]]:
+    manifest = json.loads((bundle_dir() / "manifest.json").read_text(encoding="utf8"))
+    from tfless.model import Model
+    from tfless.package.bundle import load_graph
+
+    return Model(load_graph(bundle_dir())), manifest
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tfless.cli import read_inputs, write_outputs
+
+    model, _ = _load()
+    y = model.predict(read_inputs(args.input, model), batch_size=args.batch_size)
+    write_outputs(y, [s.name for s in model.outputs], args.output)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    model, manifest = _load()
+    info = {k: manifest.get(k) for k in ("source", "source_sha256", "tfless_version", "format",
+                                         "keras_version", "inputs", "outputs")}
+    if args.check:
+        from tfless.package.bundle import check_test_vector
+
+        info["check"] = f"ok (max abs error {check_test_vector(model, bundle_dir()):.3g})"
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    name = Path(sys.argv[0]).name
+    parser = argparse.ArgumentParser(prog=name, description="A Keras model packaged by tfless.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="run the model on inputs")
+    p.add_argument("-i", "--input", required=True,
+                   help=".npy, .npz (keys = input names), .json, or - for JSON on stdin")
+    p.add_argument("-o", "--output", help=".npy, .npz or .json (default: JSON on stdout)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.set_defaults(handler=cmd_predict)
+    p = sub.add_parser("info", help="inputs, outputs, source model hash, tfless version")
+    p.add_argument("--check", action="store_true", help="verify the embedded test vector")
+    p.set_defaults(handler=cmd_info)
+    args = parser.parse_args(argv)
+    manifest = json.loads((bundle_dir() / "manifest.json").read_text(encoding="utf8"))
+    _runtime_only_tfless(manifest.get("tfless_version", ""))
+    from tfless.errors import TflessError
+
+    try:
+        return int(args.handler(args) or 0)
+    except TflessError as exc:
+        print(f"{name} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,9 +20,9 @@ PROBE_SIZES = (8, 9)
 class Model:
     """A loaded model. Use `tfless.load` to make one."""
 
-    def __init__(self, graph: Graph, optimize: bool = True) -> None:
+    def __init__(self, graph: Graph, optimize: bool | Sequence[str] = True) -> None:
         self.source_graph = graph
-        self.graph = optimize_graph(graph) if optimize else graph
+        self.graph = optimize_graph(graph, optimize)
         self.plan = Plan(self.graph)
         self._output_specs: list[TensorSpec] | None = None
 
@@ -183,9 +183,10 @@ def _fmt(shape: Shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
-def load(path: str | Path, weights: str | Path | None = None, *, optimize: bool = True,
-         backend: str = "numpy") -> Model:
-    """Load a Keras model file (.keras, .h5, or architecture .json with `weights=`)."""
+def load(path: str | Path, weights: str | Path | None = None, *,
+         optimize: bool | Sequence[str] = True, backend: str = "numpy") -> Model:
+    """Load a Keras model file (.keras, .h5, or architecture .json with `weights=`).
+    `optimize`: run all graph passes (True), none (False) or the named ones."""
     if backend != "numpy":
         from .backends import load_backend
 

@@ -56,6 +56,15 @@ def _onnx_run(args: argparse.Namespace) -> int:
 
 register_format(ExportFormat("onnx", "ONNX model file", _onnx_arguments, _onnx_run))
 
+# ----- c, docker -----------------------------------------------------------------------
+from . import c as _c  # noqa: E402
+from . import docker as _docker  # noqa: E402
+
+register_format(ExportFormat("c", "C99 source + Makefile (a directory)", _c.add_cli_arguments,
+                             _c.run_cli))
+register_format(ExportFormat("docker", "Dockerfile + models/<name>/1/ (a directory)",
+                             _docker.add_cli_arguments, _docker.run_cli))
+
 
 # ----- the CLI -------------------------------------------------------------------------
 def _default_output(model: str, suffix: str) -> str:

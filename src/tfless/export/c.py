@@ -15,6 +15,7 @@ vectors computed by the tfless NumPy runtime; `make test` checks the C code agai
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 from collections.abc import Callable
@@ -1307,3 +1308,19 @@ def export_c(model: Any, out_dir: str | Path, n_test: int = 2) -> list[Path]:
         path.write_text(text, encoding="utf8")
         written.append(path)
     return written
+
+
+def add_cli_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("c")
+    g.add_argument("--test-samples", type=int, default=2,
+                   help="samples in the C export's embedded test vector (default 2)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from ..cli import _load
+
+    out = args.output or str(Path(args.model).with_suffix("")) + "_c"
+    written = export_c(_load(args), out, n_test=args.test_samples)
+    print(f"wrote {', '.join(p.name for p in written)} to {out}; build and check with: "
+          f"make -C {out} all test")
+    return 0

@@ -229,6 +229,35 @@ def test_dense_head_with_repeat_vector_tf_keras(tmp_path: Path) -> None:
     export_and_compare(build, rand(2, 6, 6, 2), tmp_path, api="tf_keras")
 
 
+# ----- normalization -------------------------------------------------------------------
+NORM_CASES = {
+    "batch_norm": lambda K: K.layers.BatchNormalization(),
+    "batch_norm_axis1": lambda K: K.layers.BatchNormalization(axis=1, center=False),
+    "layer_norm": lambda K: K.layers.LayerNormalization(),
+    "layer_norm_axes": lambda K: K.layers.LayerNormalization(axis=[1, 2], scale=False),
+    "group_norm": lambda K: K.layers.GroupNormalization(groups=2),
+    "unit_norm": lambda K: K.layers.UnitNormalization(),
+}
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+@pytest.mark.parametrize("case", sorted(NORM_CASES))
+def test_normalization(api: str, case: str, tmp_path: Path) -> None:
+    def build(K):
+        inp = K.Input((3, 5, 4))
+        return K.Model(inp, NORM_CASES[case](K)(inp))
+
+    export_and_compare(build, rand(2, 3, 5, 4) * 2, tmp_path, api=api)
+
+
+def test_rms_normalization(tmp_path: Path) -> None:
+    def build(K):
+        inp = K.Input((5, 4))
+        return K.Model(inp, K.layers.RMSNormalization()(inp))
+
+    export_and_compare(build, rand(2, 5, 4), tmp_path)
+
+
 # ----- shapes, batch, metadata ---------------------------------------------------------
 def _dims(value_info: Any) -> list[Any]:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]

@@ -614,7 +614,10 @@ def emit_global_pool(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
 # ----- normalization ------------------------------------------------------------------
 def batchnorm_affine(node: Node) -> tuple[np.ndarray, np.ndarray]:
     """BatchNormalization as per-channel (scale, shift) in float32."""
-    w = node.weights
+    if node.config.get("mode", 0):
+        raise _unsupported(node, f"Keras 1 mode={node.config['mode']}")
+    # tf_keras virtual-batch parameters carry an extra axis that inference ignores
+    w = {k: v.reshape(-1) for k, v in node.weights.items()}
     eps = F32(node.config.get("epsilon", 1e-3))
     var = w["moving_variance"]
     gamma = w.get("gamma", np.ones_like(var))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import tfless
+from tests.parity import assert_close, keras_module, keras_predict, randomize_weights
 from tfless.errors import UnsupportedLayer
 from tfless.export.c import export_c
-from tests.parity import assert_close, keras_module, keras_predict, randomize_weights
 
 CLEAN_ENV = {"PATH": "/usr/bin:/bin"}
 
@@ -176,3 +176,61 @@ def test_conv1d_family(tmp_path: Path) -> None:
         return K.Model(inp, [L.GlobalMaxPooling1D()(h), L.GlobalAveragePooling1D(keepdims=True)(h)])
 
     check(build, rand(2, 16, 3), tmp_path)
+
+
+def test_batchnorm_folded_and_standalone(tmp_path: Path) -> None:
+    def build(K):
+        L = K.layers
+        inp = K.Input((8, 8, 3))
+        h = L.BatchNormalization(axis=-1, epsilon=1e-2)(L.Conv2D(4, 3, use_bias=False)(inp))
+        h = L.ReLU(6.0)(h)
+        h = L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same")(h))
+        h = L.BatchNormalization(center=False)(L.SeparableConv2D(5, 1)(h))
+        h = L.BatchNormalization(axis=1, scale=False)(L.Reshape((4, 45))(h))  # not foldable
+        return K.Model(inp, L.BatchNormalization()(L.Dense(3)(L.Flatten()(h))))
+
+    out = check(build, rand(2, 8, 8, 3), tmp_path)
+    source = (out / "model.c").read_text()
+    assert source.count("BatchNormalization (inference)") == 1  # the rest were folded
+
+
+def test_mobilenet_v2(tmp_path: Path) -> None:
+    def build(K):
+        return K.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35,
+                                          classes=10)
+
+    check(build, rand(2, 32, 32, 3), tmp_path)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_recurrent(tmp_path: Path, api: str) -> None:
+    def build(K):
+        L = K.layers
+        inp = K.Input((7, 3))
+        a = L.LSTM(5, return_sequences=True)(inp)
+        a = L.GRU(4, go_backwards=True, return_sequences=True)(a)
+        a = L.SimpleRNN(3, activation="relu")(a)
+        b, h, c = L.LSTM(4, return_state=True, go_backwards=True, recurrent_activation="hard_sigmoid")(inp)
+        g = L.GRU(3, reset_after=False, use_bias=False)(inp)
+        return K.Model(inp, [a, L.Concatenate()([b, h, c, g])])
+
+    check(build, rand(3, 7, 3), tmp_path, api=api)
+
+
+def test_valgrind_memcheck_finds_no_errors(tmp_path: Path) -> None:
+    valgrind = shutil.which("valgrind")
+    assert valgrind, "valgrind is needed for this test: apt-get install -y valgrind"
+
+    def build(K):
+        L = K.layers
+        inp = K.Input((10, 10, 2))
+        h = L.Conv2D(3, 3, padding="same", activation="relu")(L.ZeroPadding2D(1)(inp))
+        h = L.SeparableConv2D(4, 3, strides=2)(L.MaxPooling2D(2, padding="same")(h))
+        h = L.Reshape((-1, 4))(L.UpSampling2D(2)(h))
+        return K.Model(inp, L.Dense(2)(L.GRU(3)(L.Cropping1D(1)(h))))
+
+    out = check(build, rand(2, 10, 10, 2), tmp_path)
+    done = subprocess.run([valgrind, "--error-exitcode=9", "--leak-check=full", "-q",
+                           "./model_test"], cwd=out, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ERROR SUMMARY" not in done.stderr or "0 errors" in done.stderr

@@ -258,6 +258,45 @@ def test_rms_normalization(tmp_path: Path) -> None:
     export_and_compare(build, rand(2, 5, 4), tmp_path)
 
 
+# ----- merging -------------------------------------------------------------------------
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+@pytest.mark.parametrize("op", ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"])
+def test_elementwise_merges(api: str, op: str, tmp_path: Path) -> None:
+    def build(K):
+        a, c = K.Input((3, 4)), K.Input((3, 4))
+        merged = getattr(K.layers, op)()([a, K.layers.Dense(4)(c)])
+        return K.Model([a, c], merged)
+
+    export_and_compare(build, [rand(2, 3, 4, seed=1), rand(2, 3, 4, seed=2)], tmp_path, api=api)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_concatenate_and_dot(api: str, tmp_path: Path) -> None:
+    def build(K):
+        a, c = K.Input((3, 4)), K.Input((3, 2))
+        cat = K.layers.Concatenate(axis=-1)([a, c])
+        dot = K.layers.Dot(axes=(2, 2))([cat, K.layers.Dense(6)(a)])
+        cos = K.layers.Dot(axes=1, normalize=True)([K.layers.Flatten()(a), K.layers.Flatten()(a)])
+        return K.Model([a, c], [cat, dot, cos])
+
+    export_and_compare(build, [rand(2, 3, 4, seed=1), rand(2, 3, 2, seed=2)], tmp_path, api=api)
+
+
+@pytest.mark.parametrize("op", ["Multiply", "Maximum", "Concatenate"])
+def test_masked_merges(op: str, tmp_path: Path) -> None:
+    def build(K):
+        inp = K.Input((5, 4))
+        x = K.layers.Masking(0.0)(inp)
+        y = K.layers.Dense(4)(x)
+        merged = getattr(K.layers, op)()([x, y])
+        return K.Model(inp, K.layers.GlobalAveragePooling1D()(merged))
+
+    x = rand(2, 5, 4)
+    x[0, 3:] = 0
+    x[1, 1] = 0
+    export_and_compare(build, x, tmp_path, api="tf_keras")
+
+
 # ----- shapes, batch, metadata ---------------------------------------------------------
 def _dims(value_info: Any) -> list[Any]:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]

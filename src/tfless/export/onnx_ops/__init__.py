@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     activations,
     convolutional,
     core,
+    merging,
     normalization,
     pooling,
     reshaping,

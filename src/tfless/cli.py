@@ -192,10 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list[Callable[[Any], None]]:
     """Subcommands contributed by other modules (each adds its own parser)."""
+    from .bench import register_cli as bench_cli
     from .export import register_cli as export_cli
     from .package.build import register_cli as build_cli
 
-    return [export_cli, build_cli]
+    return [export_cli, build_cli, bench_cli]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,617 @@
+"""`tfless bench`: tfless against the TensorFlow route on the same saved files, same machine.
+
+Every measurement runs in a fresh subprocess per side, so TensorFlow never shares a
+process with tfless (nor with ONNX Runtime / LiteRT). Workers are this very file run as a
+script (`python -c "runpy.run_path(bench.py)" worker KIND SPEC`); its top level imports
+only the standard library, and each worker imports just its own runtime, lazily:
+
+- cold start: spawn -> model loaded -> first prediction returned, timed by the parent
+  (tfless vs `keras.saving.load_model` + `model.predict` in plain Python);
+- latency at batch 1: median and p99 over N calls after warm-up, for tfless, Keras
+  `model.predict`, Keras `model(x, training=False)`, ONNX Runtime and LiteRT;
+- throughput at batch 32 (samples/s);
+- peak resident memory (ru_maxrss) of a process that loaded the model and ran one batch;
+- install footprint, from the installed distributions' RECORD files.
+
+Thread counts: OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS are passed to
+every worker (NumPy's BLAS reads them); when one is set (or `--threads N`), TensorFlow's
+intra/inter-op pools and ONNX Runtime's session get the same count so the sides compare
+on equal terms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+SIDES = ("tfless", "tf", "ort", "litert")
+SIDE_LABEL = {"tfless": "tfless", "tf": "TF Keras", "ort": "ONNX Runtime", "litert": "LiteRT"}
+WORKER_TIMEOUT = 900
+SERVING_STACK = ("starlette", "uvicorn", "orjson")  # what `tfless serve` needs beyond the core
+
+
+# ===== settings and results ==================================================================
+@dataclass
+class Settings:
+    """How much to measure. `quick` trades precision for a smoke run."""
+
+    latency_calls: int = 200
+    warmup_calls: int = 10
+    throughput_batch: int = 32
+    throughput_seconds: float = 2.0
+    cold_runs: int = 3
+    threads: int | None = None
+    cache_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "tfless-bench")
+
+    @classmethod
+    def quick(cls, **kw: Any) -> Settings:
+        return cls(latency_calls=30, warmup_calls=3, throughput_seconds=0.3, cold_runs=1, **kw)
+
+
+@dataclass
+class ModelResult:
+    name: str
+    path: str
+    params: int | None = None
+    cold: dict[str, float | str] = field(default_factory=dict)
+    latency: dict[str, dict[str, float] | str] = field(default_factory=dict)
+    throughput: dict[str, float | str] = field(default_factory=dict)
+    memory: dict[str, float | str] = field(default_factory=dict)
+
+
+# ===== workers (run in their own process) ======================================================
+def _load_inputs(spec: dict, batch: int) -> list[Any]:
+    import numpy as np
+
+    arrays = []
+    with np.load(spec["inputs"]) as data:
+        for key in sorted(data.files, key=lambda k: int(k.split("_")[1])):
+            a = data[key]
+            reps = -(-batch // a.shape[0])
+            arrays.append(np.ascontiguousarray(np.concatenate([a] * reps)[:batch]))
+    return arrays
+
+
+def _timed_calls(fn: Callable[[], Any], n: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    p99 = times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]
+    return {"median_ms": statistics.median(times) * 1e3, "p99_ms": p99 * 1e3, "calls": n}
+
+
+def _throughput(fn: Callable[[], Any], batch: int, seconds: float) -> float:
+    fn()
+    count, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        count += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds and count >= 3:
+            return count * batch / elapsed
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is kilobytes on Linux, bytes on macOS
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _threads() -> int | None:
+    value = os.environ.get("TFLESS_BENCH_THREADS")
+    return int(value) if value else None
+
+
+class Runner:
+    """One side's way to load a model file and call it: `call(arrays)` returns outputs."""
+
+    def __init__(self, side: str, spec: dict, mode: str = "predict") -> None:
+        self.side, self.mode = side, mode
+        getattr(self, f"_load_{side}")(spec)
+
+    def _load_tfless(self, spec: dict) -> None:
+        import tfless
+
+        model = tfless.load(spec["path"])
+        self.call = lambda xs: model.predict(xs if len(xs) > 1 else xs[0])
+
+    def _load_tf(self, spec: dict) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        import tensorflow as tf
+
+        n = _threads()
+        if n:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(n)
+        import keras
+
+        model = keras.saving.load_model(spec["path"], compile=False)
+        if self.mode == "call":
+            self.call = lambda xs: model(xs if len(xs) > 1 else xs[0], training=False)
+        else:
+            self.call = lambda xs: model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
+
+    def _load_ort(self, spec: dict) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        n = _threads()
+        if n:
+            options.intra_op_num_threads = n
+            options.inter_op_num_threads = n
+        session = ort.InferenceSession(spec["onnx"], options, providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        self.call = lambda xs: session.run(None, dict(zip(names, xs)))
+
+    def _load_litert(self, spec: dict) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_path=spec["tflite"], num_threads=_threads() or os.cpu_count())
+        details = interp.get_input_details()
+        state = {"batch": None}
+
+        def call(xs: list) -> list:
+            if state["batch"] != xs[0].shape[0]:
+                for d, x in zip(details, xs):
+                    interp.resize_tensor_input(d["index"], x.shape)
+                interp.allocate_tensors()
+                state["batch"] = xs[0].shape[0]
+            for d, x in zip(details, xs):
+                interp.set_tensor(d["index"], x.astype(d["dtype"], copy=False))
+            interp.invoke()
+            return [interp.get_tensor(o["index"]) for o in interp.get_output_details()]
+
+        self.call = call
+
+
+def worker(kind: str, side: str, spec: dict) -> dict:
+    """Run one measurement; returns a JSON-able dict (printed by the worker process)."""
+    if kind == "cold":
+        Runner(side, spec).call(_load_inputs(spec, 1))
+        return {}
+    if kind == "memory":
+        Runner(side, spec).call(_load_inputs(spec, 1))
+        return {"peak_rss_mb": _peak_rss_mb()}
+    if kind == "convert_tflite":
+        return _convert_tflite(spec)
+    out: dict[str, Any] = {}
+    x1 = _load_inputs(spec, 1)
+    xb = _load_inputs(spec, spec["throughput_batch"])
+    modes = ("predict", "call") if side == "tf" else ("predict",)
+    for mode in modes:
+        call = Runner(side, spec, mode).call
+        out[f"latency_{mode}"] = _timed_calls(lambda c=call: c(x1), spec["latency_calls"],
+                                              spec["warmup_calls"])
+        out[f"throughput_{mode}"] = _throughput(lambda c=call: c(xb), len(xb[0]) if xb else 1,
+                                                spec["throughput_seconds"])
+    return out
+
+
+def _convert_tflite(spec: dict) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import tensorflow as tf
+
+    model = keras.saving.load_model(spec["path"], compile=False)
+    data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    Path(spec["tflite"]).write_bytes(data)
+    return {"bytes": len(data)}
+
+
+def _worker_main(argv: Sequence[str]) -> int:
+    kind, side, spec = argv[0], argv[1], json.loads(argv[2])
+    print("READY " + json.dumps(worker(kind, side, spec)), flush=True)
+    return 0
+
+
+# ===== the parent: spawn workers, collect, tabulate ===========================================
+class WorkerFailed(Exception):
+    pass
+
+
+def _worker_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env.setdefault("KERAS_BACKEND", "tensorflow")
+    threads = settings.threads or _env_threads()
+    if threads:
+        for var in THREAD_VARS:
+            env[var] = str(threads)
+        env["TFLESS_BENCH_THREADS"] = str(threads)
+    return env
+
+
+def _env_threads() -> int | None:
+    for var in THREAD_VARS:
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return None
+
+
+def spawn(kind: str, side: str, spec: dict, settings: Settings) -> tuple[dict, float]:
+    """Run one worker; returns its result and the seconds from spawn to its READY line."""
+    script = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    cmd = [sys.executable, "-c", script, str(Path(__file__).resolve()), "worker", kind, side,
+           json.dumps(spec)]
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_worker_env(settings), cwd=settings.cache_dir)
+    result, elapsed = None, 0.0
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("READY "):
+            elapsed = time.perf_counter() - t0
+            result = json.loads(line[6:])
+    try:
+        _, err = proc.communicate(timeout=WORKER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise WorkerFailed("timed out") from None
+    if result is None or proc.returncode != 0:
+        raise WorkerFailed(_last_error(err))
+    return result, elapsed
+
+
+def _last_error(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Layer|Failed)\b", ln)]
+    text = (errors or lines or ["worker failed without output"])[-1]
+    return text[:160]
+
+
+def available_sides() -> dict[str, str | None]:
+    """Side -> None if usable here, else why not (checked without importing the runtime)."""
+    import importlib.util
+
+    need = {"tfless": "numpy", "tf": "tensorflow", "ort": "onnxruntime", "litert": "ai_edge_litert"}
+    pip = {"tf": "tensorflow", "ort": "onnxruntime", "litert": "ai-edge-litert", "tfless": "numpy"}
+    return {side: None if importlib.util.find_spec(mod) else f"not installed (pip install {pip[side]})"
+            for side, mod in need.items()}
+
+
+def prepare(name: str, path: Path, settings: Settings, token_range: int | None = None) -> dict:
+    """Read the model's inputs with tfless, write fixed random inputs, export ONNX."""
+    import numpy as np
+
+    from .formats import read_graph
+    from .model import Model
+
+    graph = read_graph(path)
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for i, s in enumerate(graph.inputs):
+        shape = (4, *(32 if d is None else d for d in s.shape[1:]))
+        if s.dtype.startswith(("int", "uint")) or token_range:
+            arrays[f"input_{i}"] = rng.integers(1, token_range or 10, shape).astype(
+                s.dtype if s.dtype.startswith(("int", "uint")) else np.float32)
+        else:
+            arrays[f"input_{i}"] = rng.uniform(0, 1, shape).astype(np.float32)
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    stem = settings.cache_dir / f"{name}-{digest}"
+    np.savez(f"{stem}-inputs.npz", **arrays)
+    spec = {"name": name, "path": str(path.resolve()), "inputs": f"{stem}-inputs.npz",
+            "params": graph.param_count(), "onnx": f"{stem}.onnx", "tflite": f"{stem}.tflite",
+            "latency_calls": settings.latency_calls, "warmup_calls": settings.warmup_calls,
+            "throughput_batch": settings.throughput_batch,
+            "throughput_seconds": settings.throughput_seconds}
+    try:
+        from .export import export_onnx
+
+        export_onnx(Model(graph), spec["onnx"])
+    except Exception as exc:  # any exporter failure only removes the ONNX column for this model
+        spec["onnx_error"] = f"ONNX export failed: {type(exc).__name__}: {str(exc)[:100]}"
+    return spec
+
+
+def measure(spec: dict, settings: Settings, sides: dict[str, str | None],
+            log: Callable[[str], None]) -> ModelResult:
+    res = ModelResult(spec["name"], spec["path"], spec.get("params"))
+    usable = dict(sides)
+    if spec.get("onnx_error") and usable.get("ort") is None:
+        usable["ort"] = spec["onnx_error"]
+    if usable.get("litert") is None and usable.get("tf") is None:
+        try:
+            spawn("convert_tflite", "tf", spec, settings)
+        except WorkerFailed as exc:
+            usable["litert"] = f"TFLite conversion failed: {exc}"
+    for side in SIDES:
+        why = usable.get(side)
+        if why:
+            for table in (res.latency, res.throughput):
+                table[side] = why
+            if side in ("tfless", "tf"):
+                res.cold[side] = res.memory[side] = why
+            continue
+        try:
+            if side in ("tfless", "tf"):
+                log(f"  {spec['name']}: {side} cold start x{settings.cold_runs}")
+                runs = [spawn("cold", side, spec, settings)[1] for _ in range(settings.cold_runs)]
+                res.cold[side] = statistics.median(runs)
+                log(f"  {spec['name']}: {side} peak memory")
+                res.memory[side] = spawn("memory", side, spec, settings)[0]["peak_rss_mb"]
+            log(f"  {spec['name']}: {side} latency and throughput")
+            warm = spawn("warm", side, spec, settings)[0]
+        except WorkerFailed as exc:
+            for table in (res.cold, res.memory, res.latency, res.throughput):
+                if side in ("tfless", "tf") or table in (res.latency, res.throughput):
+                    table.setdefault(side, f"failed: {exc}")
+            continue
+        if side == "tf":
+            res.latency["tf_predict"] = warm["latency_predict"]
+            res.latency["tf_call"] = warm["latency_call"]
+            res.throughput[side] = max(warm["throughput_predict"], warm["throughput_call"])
+        else:
+            res.latency[side] = warm["latency_predict"]
+            res.throughput[side] = warm["throughput_predict"]
+    if isinstance(res.latency.get("tf"), str):
+        res.latency["tf_predict"] = res.latency["tf_call"] = res.latency.pop("tf")
+    return res
+
+
+# ===== install footprint =====================================================================
+def _requirement_names(dist: Any) -> list[str]:
+    names = []
+    for req in dist.requires or []:
+        name, _, marker = req.partition(";")
+        if "extra" in marker:
+            continue
+        if marker.strip():
+            from packaging.markers import Marker
+
+            if not Marker(marker.strip()).evaluate():
+                continue
+        names.append(re.split(r"[\s<>=!~\[(]", name.strip(), maxsplit=1)[0])
+    return names
+
+
+def _dist_bytes(dist: Any) -> int:
+    direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    if direct.get("dir_info", {}).get("editable"):
+        import importlib.util
+
+        total = 0
+        for top in (dist.read_text("top_level.txt") or dist.metadata["Name"]).split():
+            found = importlib.util.find_spec(top)
+            for root in (found.submodule_search_locations or []) if found else []:
+                total += sum(p.stat().st_size for p in Path(root).rglob("*")
+                             if p.is_file() and "__pycache__" not in p.parts)
+        return total
+    total = 0
+    for f in dist.files or []:
+        if f.size is not None:
+            total += f.size
+        else:
+            p = Path(str(dist.locate_file(f)))
+            total += p.stat().st_size if p.is_file() else 0
+    return total
+
+
+def footprint(root: str, skip: Sequence[str] = (), extra: Sequence[str] = ()
+              ) -> tuple[int, list[str]] | None:
+    """Installed bytes of distribution `root` (plus `extra` distributions) and their runtime
+    dependency closure (RECORD sizes; editable installs: the package directory), or None if
+    `root` is absent."""
+    from importlib import metadata
+
+    def norm(n: str) -> str:
+        return re.sub(r"[-_.]+", "-", n).lower()
+
+    seen: dict[str, Any] = {}
+    todo = [*extra, root]
+    while todo:
+        name = norm(todo.pop())
+        if name in seen or name in map(norm, skip):
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            if name == norm(root):
+                return None
+            continue
+        seen[name] = dist
+        todo.extend(_requirement_names(dist))
+    return sum(_dist_bytes(d) for d in seen.values()), sorted(seen)
+
+
+# ===== the table =============================================================================
+def _ms(v: Any) -> str:
+    if isinstance(v, dict):
+        return f"{v['median_ms']:.3g} / {v['p99_ms']:.3g}"
+    return "n/a"
+
+
+def _num(v: Any, fmt: str = "{:.3g}") -> str:
+    return fmt.format(v) if isinstance(v, (int, float)) else "n/a"
+
+
+def _ratio(a: Any, b: Any, key: str | None = None) -> str:
+    if key and isinstance(a, dict) and isinstance(b, dict):
+        a, b = a[key], b[key]
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+        return f"{a / b:.3g}"
+    return "n/a"
+
+
+def _check(ratio: str, target: float, higher: bool = False) -> str:
+    try:
+        r = float(ratio)
+    except ValueError:
+        return ""
+    ok = r >= target if higher else r <= target
+    return "met" if ok else "NOT met"
+
+
+def _md_table(header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "| " + " | ".join(f"{str(c):<{w}}" for c, w in zip(r, widths)) + " |"
+    return [fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)]
+
+
+def machine_line(settings: Settings) -> str:
+    import numpy as np
+
+    versions = [f"Python {platform.python_version()}", f"NumPy {np.__version__}"]
+    from importlib import metadata
+
+    for dist in ("tensorflow", "keras", "onnxruntime", "ai-edge-litert"):
+        try:
+            versions.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{dist} not installed")
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    threads = settings.threads or _env_threads()
+    thread_text = (f"threads: {threads} ({', '.join(f'{v}={threads}' for v in THREAD_VARS)}; "
+                   "TF intra/inter-op and ORT set to match)" if threads else
+                   f"threads: runtime defaults ({os.cpu_count()} CPUs visible; no "
+                   "OMP_NUM_THREADS set)")
+    return (f"Machine: {cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}; "
+            f"{', '.join(versions)}; {thread_text}")
+
+
+def format_tables(results: list[ModelResult], settings: Settings,
+                  sides: dict[str, str | None], with_footprint: bool = True) -> str:
+    out = [machine_line(settings), ""]
+    missing = [f"{SIDE_LABEL[s]}: {why}" for s, why in sides.items() if why]
+    if missing:
+        out += ["Skipped columns: " + "; ".join(missing), ""]
+
+    out += [f"### Cold start (s): fresh process -> model loaded -> first prediction "
+            f"(median of {settings.cold_runs}); target tfless/TF <= 0.1", ""]
+    rows = [[r.name, _num(r.cold.get("tfless")), _num(r.cold.get("tf")),
+             (ratio := _ratio(r.cold.get("tfless"), r.cold.get("tf"))), _check(ratio, 0.1)]
+            for r in results]
+    out += _md_table(["model", "tfless", "TF Keras", "tfless/TF", "target"], rows) + [""]
+
+    out += [f"### Latency at batch 1 (ms, median / p99 of {settings.latency_calls} calls after "
+            f"{settings.warmup_calls} warm-up); targets tfless/predict <= 0.05 (MLP), "
+            "tfless/model(x) <= 0.5 (MLP)", ""]
+    rows = []
+    for r in results:
+        lat = r.latency
+        vs_pred = _ratio(lat.get("tfless"), lat.get("tf_predict"), "median_ms")
+        vs_call = _ratio(lat.get("tfless"), lat.get("tf_call"), "median_ms")
+        rows.append([r.name, _ms(lat.get("tfless")), _ms(lat.get("tf_predict")),
+                     _ms(lat.get("tf_call")), _ms(lat.get("ort")), _ms(lat.get("litert")),
+                     vs_pred, vs_call, _ratio(lat.get("tfless"), lat.get("ort"), "median_ms")])
+    out += _md_table(["model", "tfless", "Keras predict", "Keras model(x)", "ONNX Runtime",
+                      "LiteRT", "tfless/predict", "tfless/model(x)", "tfless/ORT"], rows) + [""]
+
+    out += [f"### Throughput at batch {settings.throughput_batch} (samples/s; TF = the faster "
+            "of predict and model(x)); target tfless/TF >= 1 on the CNNs", ""]
+    rows = [[r.name, _num(r.throughput.get("tfless"), "{:.1f}"), _num(r.throughput.get("tf"), "{:.1f}"),
+             _num(r.throughput.get("ort"), "{:.1f}"), _num(r.throughput.get("litert"), "{:.1f}"),
+             (ratio := _ratio(r.throughput.get("tfless"), r.throughput.get("tf"))),
+             _check(ratio, 1.0, higher=True)] for r in results]
+    out += _md_table(["model", "tfless", "TF Keras", "ONNX Runtime", "LiteRT", "tfless/TF",
+                      "target"], rows) + [""]
+
+    out += ["### Peak resident memory (MB, ru_maxrss of a process that loaded the model and "
+            "ran one batch of 1); target tfless/TF <= 0.33", ""]
+    rows = [[r.name, _num(r.memory.get("tfless"), "{:.0f}"), _num(r.memory.get("tf"), "{:.0f}"),
+             (ratio := _ratio(r.memory.get("tfless"), r.memory.get("tf"))), _check(ratio, 1 / 3)]
+            for r in results]
+    out += _md_table(["model", "tfless", "TF Keras", "tfless/TF", "target"], rows) + [""]
+
+    if with_footprint:
+        out += _footprint_table()
+    notes = sorted({f"{r.name} {SIDE_LABEL.get(s.split('_')[0], s)}: {v}"
+                    for r in results for table in (r.cold, r.latency, r.throughput, r.memory)
+                    for s, v in table.items() if isinstance(v, str) and v.startswith("failed")})
+    if notes:
+        out += ["Failures (n/a cells):", *[f"- {n}" for n in notes], ""]
+    return "\n".join(out)
+
+
+def _footprint_table() -> list[str]:
+    core = footprint("tfless", skip=SERVING_STACK)
+    full = footprint("tfless", extra=SERVING_STACK)
+    tf = footprint("tensorflow")
+    mb = lambda f: f"{f[0] / 2**20:.0f}" if f else "n/a"
+    count = lambda f: str(len(f[1])) if f else "n/a"
+    rows = [["tfless core (numpy, h5py)", mb(core), count(core),
+             _ratio(core and core[0], tf and tf[0]), _check(_ratio(core and core[0], tf and tf[0]), 0.1)],
+            ["tfless default install (+ serving stack)", mb(full), count(full),
+             _ratio(full and full[0], tf and tf[0]), _check(_ratio(full and full[0], tf and tf[0]), 0.1)],
+            ["tensorflow (incl. keras)", mb(tf), count(tf), "1", ""]]
+    return ["### Install footprint (MB on disk: the distribution plus its runtime dependency "
+            "closure, summed from each installed distribution's RECORD file sizes; target "
+            "tfless/TF <= 0.1)", "",
+            *_md_table(["runtime", "MB", "distributions", "vs TF", "target"], rows), ""]
+
+
+# ===== entry points ===========================================================================
+def run_bench(models: Sequence[tuple[str, Path, int | None]], settings: Settings,
+              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+              with_footprint: bool = True) -> str:
+    """Measure each (name, path, token_range) model on every available side; the tables."""
+    sides = available_sides()
+    results = []
+    for name, path, token_range in models:
+        log(f"[bench] {name}: preparing inputs and ONNX export")
+        spec = prepare(name, Path(path), settings, token_range)
+        results.append(measure(spec, settings, sides, log))
+    return format_tables(results, settings, sides, with_footprint)
+
+
+def cmd_bench(args: Any) -> int:
+    from .errors import InputError
+
+    for m in args.model:
+        if not Path(m).exists():
+            raise InputError(f"{m}: no such model file")
+    settings = Settings.quick() if args.quick else Settings()
+    if args.threads:
+        settings.threads = args.threads
+    if args.calls:
+        settings.latency_calls = args.calls
+    models = [(Path(m).stem, Path(m), args.tokens) for m in args.model]
+    print(run_bench(models, settings))
+    return 0
+
+
+def register_cli(sub: Any) -> None:
+    p = sub.add_parser("bench", help="measure tfless against TensorFlow (and ONNX Runtime, "
+                       "LiteRT when installed) on the same model files")
+    p.add_argument("model", nargs="+", help="saved Keras model files (.keras / .h5)")
+    p.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for every runtime (sets OMP/OPENBLAS/MKL_NUM_THREADS in workers; "
+                   "default: OMP_NUM_THREADS if set, else each runtime's default)")
+    p.add_argument("--calls", type=int, default=None, help="batch-1 latency calls (default 200)")
+    p.add_argument("--tokens", type=int, default=None, metavar="VOCAB",
+                   help="feed integer token ids in [1, VOCAB) (text models)")
+    p.set_defaults(handler=cmd_bench)
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[2:]) if sys.argv[1:2] == ["worker"] else 2)

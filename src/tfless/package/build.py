@@ -44,7 +44,7 @@ class BuildResult:
 def _dir_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def build_executable(model_path: str | Path, output: str | Path, onedir: bool = False,

@@ -53,6 +53,8 @@ KERAS1_FIELDS = {
     "p": "rate",
 }
 
+KERAS_OPS_MODULES = ("keras.src.ops.", "keras.ops.")
+
 DATA_FORMATS = {"tf": "channels_last", "th": "channels_first", "default": "channels_last"}
 
 Normalizer = Callable[[dict[str, Any], int], dict[str, Any]]
@@ -117,6 +119,9 @@ def normalize_layer(layer: dict[str, Any], keras_major: int) -> dict[str, Any]:
         )
     out = dict(layer)
     cls = CLASS_RENAMES.get(cls, cls)
+    if isinstance(module, str) and module.startswith(KERAS_OPS_MODULES):
+        # a raw keras.ops call recorded in a Keras 3 Functional model, not a layer
+        cls = f"keras.ops.{cls}"
     if isinstance(cfg, dict):
         cfg = dict(cfg)
         if keras_major < 2 or "border_mode" in cfg or "output_dim" in cfg and cls != "Embedding" \

@@ -116,7 +116,9 @@ def build_batch_normalization(config: dict, weights: dict) -> Any:
         shift = shift + _virtual_batch_param(beta, config)
     inv, shift = inv.astype(F32), shift.astype(F32)
 
-    def run(x: np.ndarray) -> np.ndarray:
+    # Keras 3 records the mask it passes to `call(mask=...)` as a second input; inference
+    # with moving statistics does not read it.
+    def run(x: np.ndarray, *mask_input: np.ndarray) -> np.ndarray:
         x = _as_float(x)
         axes = resolve_axes(axis, x.ndim, name)
         return x * broadcast_param(inv, x.shape, axes) + broadcast_param(shift, x.shape, axes)

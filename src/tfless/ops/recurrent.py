@@ -1,3 +1,840 @@
-"""Recurrent layers: SimpleRNN, LSTM, GRU, ConvLSTM, the RNN wrapper and Bidirectional/TimeDistributed."""
+"""Recurrent layers: SimpleRNN, LSTM, GRU, ConvLSTM, the RNN wrapper and Bidirectional/TimeDistributed.
+
+Every recurrent layer is a *cell* driven by one scan loop. A cell projects the whole input
+sequence once (one GEMM, or one convolution, for all timesteps) and then runs one GEMM per
+step for the recurrence. The scan follows Keras's `backend.rnn` exactly:
+
+- a masked step keeps the previous states and outputs the previous step's output (zeros
+  before the first step), or zeros when `zero_output_for_mask` is set (Keras forces that
+  inside `Bidirectional` when it returns sequences);
+- `go_backwards` walks the padded sequence from its end (masks reversed with it) and
+  returns the outputs in that reversed order;
+- `time_major` (Keras 2) reads and writes `(time, batch, ...)`.
+
+Weights are converted once at build time into Keras 3's layout (kernel, recurrent_kernel,
+bias with gates i,f,c,o for LSTM and z,r,h for GRU): Keras 1 per-gate arrays are
+concatenated and Keras 2 `CuDNNLSTM`/`CuDNNGRU` weights are converted with the rules of
+Keras 2's `_convert_rnn_weights` (CuDNN stores each gate's matrix transposed).
+"""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, ModelFormatError, UnsupportedLayer
+from .activations import get_activation
+from .registry import REGISTRY, get_op, register
+
+F32 = np.float32
+TENSOR = "__tensor__"
+GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3, "CuDNNLSTM": 4, "CuDNNGRU": 3}
+# Keras 1 stored one array per gate; the index lists give Keras 2's gate order (i,f,c,o / z,r,h).
+KERAS1_GATES = {"LSTM": ("i", "f", "c", "o"), "GRU": ("z", "r", "h")}
+KERAS1_STORED = {"LSTM": ("i", "c", "f", "o"), "GRU": ("z", "r", "h")}
+CELL_CLASSES = {"SimpleRNNCell": "SimpleRNN", "LSTMCell": "LSTM", "GRUCell": "GRU"}
+
+
+# ----- configs and weight names ---------------------------------------------------------
+def _major(config: dict[str, Any]) -> int:
+    return int(config.get("keras_major", 3))
+
+
+def _nested(config: dict[str, Any], entry: Any, field: str) -> dict[str, Any]:
+    """A layer entry stored inside another layer's config, in modern spelling."""
+    if not isinstance(entry, dict) or "class_name" not in entry:
+        raise ModelFormatError(
+            f"layer '{config.get('name', '')}': field '{field}' holds no layer entry "
+            f"(got {str(entry)[:120]})"
+        )
+    from ..formats.normalize import normalize_layer  # the formats package imports ops
+
+    entry = normalize_layer(entry, _major(config))
+    inner = dict(entry.get("config") or {})
+    if "keras_major" in config:
+        inner["keras_major"] = config["keras_major"]
+    return {"class_name": entry["class_name"], "config": inner}
+
+
+def _is_keras1_per_gate(cls: str, config: dict[str, Any]) -> bool:
+    """Keras 1 LSTM/GRU kept one W/U/b triple per gate unless consume_less='gpu'."""
+    if cls not in KERAS1_GATES:
+        return False
+    keras1 = _major(config) < 2 or "consume_less" in config
+    return keras1 and config.get("consume_less", "cpu") != "gpu"
+
+
+def _cell_weight_names(cls: str, config: dict[str, Any]) -> list[str]:
+    if cls in ("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "ConvLSTM"):
+        return ["kernel", "recurrent_kernel"] + (["bias"] if config.get("use_bias", True) else [])
+    if _is_keras1_per_gate(cls, config):
+        return [f"{w}_{g}" for g in KERAS1_STORED[cls] for w in ("W", "U", "b")]
+    if cls.startswith("CuDNN"):
+        return ["kernel", "recurrent_kernel", "bias"]
+    names = ["kernel", "recurrent_kernel"]
+    if config.get("use_bias", True):
+        names.append("bias")
+    return names
+
+
+def _cell_entries(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cells of a generic `RNN` layer, StackedRNNCells flattened, in stacking order."""
+    entry = config.get("cell")
+    entries = entry if isinstance(entry, list) else [entry]
+    cells: list[dict[str, Any]] = []
+    for item in entries:
+        cell = _nested(config, item, "cell")
+        if cell["class_name"] == "StackedRNNCells":
+            stacked = dict(config)
+            stacked["cell"] = cell["config"].get("cells", [])
+            cells.extend(_cell_entries(stacked))
+        elif cell["class_name"] in CELL_CLASSES:
+            cells.append(cell)
+        else:
+            raise UnsupportedLayer(
+                f"layer '{config.get('name', '')}': RNN cell class '{cell['class_name']}' is not "
+                f"supported; supported cells: {', '.join(CELL_CLASSES)}, StackedRNNCells"
+            )
+    return cells
+
+
+def _rnn_layer_weight_names(cls: str) -> Callable[[dict[str, Any]], list[str]]:
+    def names(config: dict[str, Any]) -> list[str]:
+        if cls == "RNN":
+            return [f"cell{i}/{n}" for i, c in enumerate(_cell_entries(config))
+                    for n in _cell_weight_names(CELL_CLASSES[c["class_name"]], c["config"])]
+        return _cell_weight_names(cls, config)
+
+    return names
+
+
+def _state_count(cls: str, config: dict[str, Any]) -> int:
+    if cls == "RNN":
+        return sum(_state_count(CELL_CLASSES[c["class_name"]], c["config"])
+                   for c in _cell_entries(config))
+    return 2 if "LSTM" in cls else 1
+
+
+def _rnn_num_outputs(cls: str) -> Callable[[dict[str, Any]], int]:
+    def count(config: dict[str, Any]) -> int:
+        return 1 + (_state_count(cls, config) if config.get("return_state") else 0)
+
+    return count
+
+
+# ----- call arguments -----------------------------------------------------------------
+def _positions(value: Any) -> list[int]:
+    """Tensor positions inside a call argument (a tensor template or a list of them)."""
+    if isinstance(value, dict) and TENSOR in value:
+        return [int(value[TENSOR])]
+    if isinstance(value, (list, tuple)):
+        return [p for v in value for p in _positions(v)]
+    return []
+
+
+def parse_rnn_call(config: dict[str, Any]) -> tuple[int, list[int], int | None]:
+    """Where the sequence, the initial states and an explicit mask sit among the inputs.
+
+    Keras 3 passes `initial_state=[...]` as a keyword; Keras 2 also lists the states
+    as extra entries after the sequence in the inbound node.
+    """
+    args = config.get("call_args")
+    kwargs = config.get("call_kwargs") or {}
+    if args is None:
+        return 0, [], None
+    first = _positions(args[0]) if args else []
+    if not first:
+        raise ModelFormatError(
+            f"layer '{config.get('name', '')}': its call has no input sequence tensor"
+        )
+    seq, states = first[0], first[1:]
+    for extra in args[1:]:
+        states += _positions(extra)
+    states += _positions(kwargs.get("initial_state"))
+    if _positions(kwargs.get("constants")):
+        raise UnsupportedLayer(
+            f"layer '{config.get('name', '')}': RNN `constants` are only used by custom "
+            "cells and are not supported"
+        )
+    mask = _positions(kwargs.get("mask"))
+    return seq, states, (mask[0] if mask else None)
+
+
+def _sequence_mask(config: dict[str, Any], inputs: list, masks: list | None) -> Any:
+    seq, _, explicit = parse_rnn_call(config)
+    if explicit is not None:
+        return np.asarray(inputs[explicit]).astype(bool)
+    if masks and len(masks) > seq and masks[seq] is not None:
+        return np.asarray(masks[seq]).astype(bool)
+    return None
+
+
+# ----- numerics -----------------------------------------------------------------------
+def _same_padding(size: int, k: int, stride: int, dilation: int) -> tuple[int, int, int]:
+    eff = (k - 1) * dilation + 1
+    out = -(-size // stride)
+    total = max((out - 1) * stride + eff - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def conv_nd(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int], padding: str,
+            dilation: Sequence[int]) -> np.ndarray:
+    """Channels-last N-D convolution (TensorFlow's padding rule) by im2col and one GEMM.
+
+    x: (N, *spatial, C_in); kernel: (*k, C_in, C_out).
+    """
+    rank = kernel.ndim - 2
+    ks = kernel.shape[:rank]
+    spatial = x.shape[1:1 + rank]
+    pads, outs = [], []
+    for size, k, s, d in zip(spatial, ks, strides, dilation):
+        if padding == "same":
+            out, lo, hi = _same_padding(size, k, s, d)
+        else:
+            out, lo, hi = (size - (k - 1) * d - 1) // s + 1, 0, 0
+        if out <= 0:
+            raise InputError(f"convolution window {tuple(ks)} is larger than the input {spatial}")
+        pads.append((lo, hi))
+        outs.append(out)
+    if any(p != (0, 0) for p in pads):
+        x = np.pad(x, [(0, 0), *pads, (0, 0)])
+    cols = []
+    for offset in np.ndindex(*ks):
+        index = tuple(slice(o * d, o * d + (n - 1) * s + 1, s)
+                      for o, d, n, s in zip(offset, dilation, outs, strides))
+        cols.append(x[(slice(None), *index)])
+    patches = np.stack(cols, axis=-2).reshape(x.shape[0], *outs, -1)
+    return patches @ kernel.reshape(-1, kernel.shape[-1])
+
+
+class Cell:
+    """One recurrent cell: `project` maps inputs of any leading shape to gate
+    pre-activations (bias included), `step` advances the states by one timestep."""
+
+    state_sizes: tuple[int, ...] = ()
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def step(self, xp: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list]:
+        raise NotImplementedError
+
+    def zero_states(self, x: np.ndarray) -> list[np.ndarray]:
+        return [np.zeros((x.shape[0], n), F32) for n in self.state_sizes]
+
+
+class DenseCell(Cell):
+    def __init__(self, kernel: np.ndarray, bias: np.ndarray | None) -> None:
+        self.kernel = np.ascontiguousarray(kernel, F32)
+        self.bias = None if bias is None else np.asarray(bias, F32)
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        y = x.astype(F32, copy=False) @ self.kernel
+        if self.bias is not None:
+            y += self.bias
+        return y
+
+
+class SimpleRNNCell(DenseCell):
+    def __init__(self, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray | None,
+                 activation: Callable) -> None:
+        super().__init__(kernel, bias)
+        self.recurrent = np.ascontiguousarray(recurrent, F32)
+        self.act = activation
+        self.state_sizes = (recurrent.shape[0],)
+
+    def step(self, xp: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list]:
+        h = self.act(xp + states[0] @ self.recurrent)
+        return h, [h]
+
+
+class LSTMCell(DenseCell):
+    def __init__(self, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray | None,
+                 activation: Callable, recurrent_activation: Callable) -> None:
+        super().__init__(kernel, bias)
+        self.recurrent = np.ascontiguousarray(recurrent, F32)
+        self.act, self.rec_act = activation, recurrent_activation
+        self.units = recurrent.shape[0]
+        self.state_sizes = (self.units, self.units)
+
+    def step(self, xp: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list]:
+        h, c = states
+        z = xp + h @ self.recurrent
+        u = self.units
+        i = self.rec_act(z[:, :u])
+        f = self.rec_act(z[:, u:2 * u])
+        c = f * c + i * self.act(z[:, 2 * u:3 * u])
+        o = self.rec_act(z[:, 3 * u:])
+        h = o * self.act(c)
+        return h, [h, c]
+
+
+class GRUCell(DenseCell):
+    """Keras GRU; `reset_after` applies the reset gate after the recurrent matmul
+    (Keras 2/3 default, CuDNN's formula) or before it (Keras 1 and old Keras 2)."""
+
+    def __init__(self, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray | None,
+                 activation: Callable, recurrent_activation: Callable,
+                 reset_after: bool) -> None:
+        self.units = u = recurrent.shape[0]
+        self.reset_after = reset_after
+        input_bias, self.recurrent_bias = bias, None
+        if bias is not None and reset_after:
+            bias = np.asarray(bias, F32).reshape(2, 3 * u)
+            input_bias, self.recurrent_bias = bias[0], bias[1]
+        super().__init__(kernel, input_bias)
+        self.recurrent = np.ascontiguousarray(recurrent, F32)
+        self.recurrent_zr = np.ascontiguousarray(recurrent[:, :2 * u])
+        self.recurrent_h = np.ascontiguousarray(recurrent[:, 2 * u:])
+        self.act, self.rec_act = activation, recurrent_activation
+        self.state_sizes = (u,)
+
+    def step(self, xp: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list]:
+        (h,) = states
+        u = self.units
+        if self.reset_after:
+            inner = h @ self.recurrent
+            if self.recurrent_bias is not None:
+                inner += self.recurrent_bias
+        else:
+            inner = h @ self.recurrent_zr
+        z = self.rec_act(xp[:, :u] + inner[:, :u])
+        r = self.rec_act(xp[:, u:2 * u] + inner[:, u:2 * u])
+        if self.reset_after:
+            rec_h = r * inner[:, 2 * u:]
+        else:
+            rec_h = (r * h) @ self.recurrent_h
+        hh = self.act(xp[:, 2 * u:] + rec_h)
+        h = z * h + (1 - z) * hh
+        return h, [h]
+
+
+class ConvLSTMCell(Cell):
+    """Keras ConvLSTMCell, channels last: input convolution with the layer's padding,
+    strides and dilation; recurrent convolution with 'same' padding and stride 1."""
+
+    def __init__(self, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray | None,
+                 activation: Callable, recurrent_activation: Callable, strides: Sequence[int],
+                 padding: str, dilation: Sequence[int]) -> None:
+        self.kernel = np.asarray(kernel, F32)
+        self.recurrent = np.asarray(recurrent, F32)
+        self.bias = None if bias is None else np.asarray(bias, F32)
+        self.act, self.rec_act = activation, recurrent_activation
+        self.strides, self.padding, self.dilation = tuple(strides), padding, tuple(dilation)
+        self.rank = kernel.ndim - 2
+        self.filters = recurrent.shape[-2]
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        lead = x.shape[:-1 - self.rank]
+        flat = x.reshape(-1, *x.shape[-1 - self.rank:]).astype(F32, copy=False)
+        y = conv_nd(flat, self.kernel, self.strides, self.padding, self.dilation)
+        if self.bias is not None:
+            y += self.bias
+        return y.reshape(*lead, *y.shape[1:])
+
+    def zero_states(self, x: np.ndarray) -> list[np.ndarray]:
+        step = x[:1, 0]
+        spatial = self.project(step[:, None])[0, 0].shape[:-1]
+        shape = (x.shape[0], *spatial, self.filters)
+        return [np.zeros(shape, F32), np.zeros(shape, F32)]
+
+    def step(self, xp: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list]:
+        h, c = states
+        ones = (1,) * self.rank
+        z = xp + conv_nd(h, self.recurrent, ones, "same", ones)
+        u = self.filters
+        i = self.rec_act(z[..., :u])
+        f = self.rec_act(z[..., u:2 * u])
+        c = f * c + i * self.act(z[..., 2 * u:3 * u])
+        o = self.rec_act(z[..., 3 * u:])
+        h = o * self.act(c)
+        return h, [h, c]
+
+
+class StackedCells(Cell):
+    """StackedRNNCells: each step feeds one cell's output to the next; states are the
+    cells' states flattened in order."""
+
+    def __init__(self, cells: list[Cell]) -> None:
+        self.cells = cells
+        self.state_sizes = tuple(n for c in cells for n in c.state_sizes)
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        return self.cells[0].project(x)
+
+    def step(self, xp: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list]:
+        new_states: list[np.ndarray] = []
+        at = 0
+        out = xp
+        for k, cell in enumerate(self.cells):
+            n = len(cell.state_sizes)
+            inp = out if k == 0 else cell.project(out)
+            out, s = cell.step(inp, states[at:at + n])
+            new_states.extend(s)
+            at += n
+        return out, new_states
+
+
+def scan(cell: Cell, x: np.ndarray, states: list[np.ndarray], mask: np.ndarray | None,
+         go_backwards: bool, zero_output_for_mask: bool, return_sequences: bool
+         ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Keras's `backend.rnn` over a batch-major sequence; returns (output, final states)."""
+    xp = cell.project(x)
+    steps = x.shape[1]
+    order = range(steps - 1, -1, -1) if go_backwards else range(steps)
+    outputs: list[np.ndarray] = []
+    prev = None
+    for t in order:
+        out, new = cell.step(xp[:, t], states)
+        if mask is not None:
+            keep = mask[:, t].reshape((-1,) + (1,) * (out.ndim - 1))
+            if prev is None:
+                prev = np.zeros_like(out)
+            out = np.where(keep, out, F32(0) if zero_output_for_mask else prev)
+            new = [np.where(keep, n, s) for n, s in zip(new, states)]
+        prev, states = out, new
+        if return_sequences:
+            outputs.append(out)
+    if steps == 0:
+        raise InputError("recurrent layers need at least one timestep, got a sequence of length 0")
+    if return_sequences:
+        return np.stack(outputs, axis=1).astype(F32, copy=False), states
+    return prev.astype(F32, copy=False), states
+
+
+# ----- building cells from configs and weights ---------------------------------------
+def _cudnn_to_keras(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray, gates: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keras 2's `_convert_rnn_weights` from CuDNN layout: each gate's input matrix is a
+    row-major (units, input) block and each recurrent matrix is transposed."""
+    kernel = np.hstack([k.T.reshape(k.shape, order="F") for k in np.hsplit(kernel, gates)])
+    recurrent = np.hstack([k.T for k in np.hsplit(recurrent, gates)])
+    return kernel, recurrent, bias
+
+
+def _weights_in_keras_layout(cls: str, config: dict[str, Any], weights: dict[str, np.ndarray]
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    name = config.get("name", "")
+    if _is_keras1_per_gate(cls, config):
+        order = KERAS1_GATES[cls]
+        kernel = np.concatenate([weights[f"W_{g}"] for g in order], axis=-1)
+        recurrent = np.concatenate([weights[f"U_{g}"] for g in order], axis=-1)
+        bias = np.concatenate([weights[f"b_{g}"] for g in order], axis=-1)
+        return kernel, recurrent, bias
+    kernel, recurrent, bias = weights["kernel"], weights["recurrent_kernel"], weights.get("bias")
+    if kernel.ndim != 2 or recurrent.ndim != 2:
+        raise ModelFormatError(
+            f"layer '{name}': kernel {kernel.shape} and recurrent_kernel {recurrent.shape} "
+            "must be matrices"
+        )
+    gates = GATES[cls]
+    units = recurrent.shape[0]
+    if kernel.shape[1] != gates * units or recurrent.shape[1] != gates * units:
+        raise ModelFormatError(
+            f"layer '{name}' ({cls}): kernel {kernel.shape} / recurrent_kernel "
+            f"{recurrent.shape} do not hold {gates} gates of {units} units"
+        )
+    if cls == "CuDNNLSTM":
+        kernel, recurrent, bias = _cudnn_to_keras(kernel, recurrent, bias, 4)
+        bias = bias[:4 * units] + bias[4 * units:]
+    elif cls == "CuDNNGRU":
+        kernel, recurrent, bias = _cudnn_to_keras(kernel, recurrent, bias, 3)
+        bias = bias.reshape(2, 3 * units)
+    return kernel, recurrent, bias
+
+
+def _activation(config: dict[str, Any], key: str, default: str) -> Callable:
+    value = config.get(key, default)
+    return get_activation(default if value is None and key == "recurrent_activation" else value,
+                          config.get("name", ""))
+
+
+def _gru_reset_after(config: dict[str, Any], bias: np.ndarray | None) -> bool:
+    if "reset_after" in config:
+        return bool(config["reset_after"])
+    return bias is not None and bias.ndim == 2
+
+
+def build_cell(cls: str, config: dict[str, Any], weights: dict[str, np.ndarray]) -> Cell:
+    """The cell of a SimpleRNN/LSTM/GRU/CuDNN* layer (or *Cell) from its config and weights."""
+    kernel, recurrent, bias = _weights_in_keras_layout(cls, config, weights)
+    if cls.startswith("CuDNN"):
+        act, rec_act = get_activation("tanh"), get_activation("sigmoid")
+    else:
+        act = _activation(config, "activation", "tanh")
+        rec_act = _activation(config, "recurrent_activation", "sigmoid")
+    if cls == "SimpleRNN":
+        return SimpleRNNCell(kernel, recurrent, bias, act)
+    if cls in ("LSTM", "CuDNNLSTM"):
+        return LSTMCell(kernel, recurrent, bias, act, rec_act)
+    reset_after = True if cls == "CuDNNGRU" else _gru_reset_after(config, bias)
+    if bias is not None and (bias.ndim == 2) != reset_after and bias.size != 6 * recurrent.shape[0]:
+        raise ModelFormatError(
+            f"layer '{config.get('name', '')}': GRU bias of shape {bias.shape} does not fit "
+            f"reset_after={reset_after}"
+        )
+    return GRUCell(kernel, recurrent, bias, act, rec_act, reset_after)
+
+
+def _saved_order(entries: list[dict[str, Any]]) -> list[int]:
+    """The order in which a Keras 3 `.keras` file lists stacked cells: by their object
+    path name (snake-case class name numbered per class), not by stacking order."""
+    counters: dict[str, int] = {}
+    names = []
+    for entry in entries:
+        base = re.sub("([a-z])([A-Z])", r"\1_\2",
+                      re.sub("(.)([A-Z][a-z]+)", r"\1_\2", entry["class_name"])).lower()
+        counters[base] = counters.get(base, -1) + 1
+        names.append(base if counters[base] == 0 else f"{base}_{counters[base]}")
+    return sorted(range(len(entries)), key=lambda i: names[i])
+
+
+def _fits(cls: str, config: dict[str, Any], arrays: list[np.ndarray], rows: int | None) -> bool:
+    recurrent = arrays[1]
+    units = int(config.get("units", recurrent.shape[0]))
+    kernel_ok = rows is None or arrays[0].shape[0] == rows
+    return recurrent.shape == (units, GATES[cls] * units) and kernel_ok
+
+
+def _stacked_cells(config: dict[str, Any], arrays: list[np.ndarray]) -> list[Cell]:
+    """Cells of a generic RNN layer. The arrays come in stacking order (`.h5`) or in object
+    path order (Keras 3 `.keras`); the shapes tell which, since a recurrent kernel of shape
+    (units, gates * units) names its cell type and size."""
+    entries = _cell_entries(config)
+    classes = [CELL_CLASSES[e["class_name"]] for e in entries]
+    names = [_cell_weight_names(c, e["config"]) for c, e in zip(classes, entries)]
+    for order in (list(range(len(entries))), _saved_order(entries)):
+        chunks: dict[int, list[np.ndarray]] = {}
+        at = 0
+        for i in order:
+            chunks[i] = arrays[at:at + len(names[i])]
+            at += len(names[i])
+        rows: int | None = None
+        ok = True
+        for i, (c, e) in enumerate(zip(classes, entries)):
+            if len(chunks[i]) != len(names[i]) or not _fits(c, e["config"], chunks[i], rows):
+                ok = False
+                break
+            rows = chunks[i][1].shape[0]
+        if ok:
+            return [build_cell(c, e["config"], dict(zip(names[i], chunks[i])))
+                    for i, (c, e) in enumerate(zip(classes, entries))]
+    raise ModelFormatError(
+        f"layer '{config.get('name', '')}': stored weights of shapes "
+        f"{[a.shape for a in arrays]} do not fit its cells {classes}"
+    )
+
+
+def _tuple(value: Any, rank: int, name: str) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * rank
+    out = tuple(int(v) for v in value)
+    if len(out) != rank:
+        raise ModelFormatError(f"{name} {value!r} does not have {rank} entries")
+    return out
+
+
+def build_conv_lstm_cell(config: dict[str, Any], weights: dict[str, np.ndarray]) -> ConvLSTMCell:
+    kernel = weights["kernel"]
+    rank = kernel.ndim - 2
+    padding = str(config.get("padding", "valid")).lower()
+    if padding not in ("valid", "same"):
+        raise UnsupportedLayer(
+            f"layer '{config.get('name', '')}': ConvLSTM padding '{padding}' is not supported"
+        )
+    return ConvLSTMCell(
+        kernel, weights["recurrent_kernel"], weights.get("bias"),
+        _activation(config, "activation", "tanh"),
+        _activation(config, "recurrent_activation", "sigmoid"),
+        _tuple(config.get("strides", 1), rank, "strides"), padding,
+        _tuple(config.get("dilation_rate", 1), rank, "dilation_rate"),
+    )
+
+
+# ----- layers -------------------------------------------------------------------------
+class RecurrentLayer:
+    """A built recurrent layer: `__call__(*inputs, mask=None)` -> output [+ states]."""
+
+    def __init__(self, config: dict[str, Any], cell: Cell, channels_first: bool = False
+                 ) -> None:
+        self.name = config.get("name", "")
+        self.cell = cell
+        self.return_sequences = bool(config.get("return_sequences", False))
+        self.return_state = bool(config.get("return_state", False))
+        self.go_backwards = bool(config.get("go_backwards", False))
+        self.time_major = bool(config.get("time_major", False))
+        self.zero_output_for_mask = bool(config.get("zero_output_for_mask", False))
+        self.channels_first = channels_first
+        self.stateful = bool(config.get("stateful", False))
+        self.stateful_batch = _fixed_batch(config) if self.stateful else None
+        self.seq, self.state_pos, _ = parse_rnn_call(config)
+        self.config = config
+
+    def __call__(self, *inputs: np.ndarray, mask: list | None = None,
+                 initial_state: list[np.ndarray] | None = None) -> Any:
+        x = np.asarray(inputs[self.seq])
+        seq_mask = _sequence_mask(self.config, list(inputs), mask)
+        if initial_state is None and self.state_pos:
+            initial_state = [np.asarray(inputs[p], F32) for p in self.state_pos]
+        return self.run(x, seq_mask, initial_state)
+
+    def run(self, x: np.ndarray, mask: np.ndarray | None,
+            initial_state: list[np.ndarray] | None = None,
+            zero_output_for_mask: bool | None = None) -> list[np.ndarray]:
+        if x.ndim < 3:
+            raise InputError(
+                f"layer '{self.name}' expects a sequence (batch, time, features), got shape {x.shape}"
+            )
+        if self.time_major:
+            x = np.swapaxes(x, 0, 1)
+            mask = None if mask is None else np.swapaxes(mask, 0, 1)
+        if self.channels_first:
+            x = np.moveaxis(x, 2, -1)
+        if mask is not None and mask.ndim > 2:
+            mask = mask.reshape(mask.shape[:2] + (-1,)).any(axis=-1)
+        if self.stateful_batch is not None and x.shape[0] != self.stateful_batch:
+            raise InputError(
+                f"layer '{self.name}' is stateful with batch size {self.stateful_batch}: Keras "
+                "carries its states from one batch to the next, while tfless runs every "
+                f"predict call from zero states. Predict batches of exactly {self.stateful_batch} "
+                f"samples (got {x.shape[0]})"
+            )
+        states = self._initial_states(x, initial_state)
+        zero_out = self.zero_output_for_mask if zero_output_for_mask is None \
+            else zero_output_for_mask
+        out, states = scan(self.cell, x, states, mask, self.go_backwards, zero_out,
+                           self.return_sequences)
+        if self.channels_first:
+            out = np.moveaxis(out, -1, 2 if self.return_sequences else 1)
+            states = [np.moveaxis(s, -1, 1) for s in states]
+        if self.time_major and self.return_sequences:
+            out = np.swapaxes(out, 0, 1)
+        return [out, *states] if self.return_state else [out]
+
+    def _initial_states(self, x: np.ndarray, given: list[np.ndarray] | None) -> list[np.ndarray]:
+        zeros = self.cell.zero_states(x)
+        if not given:
+            return zeros
+        if len(given) != len(zeros):
+            raise InputError(
+                f"layer '{self.name}' takes {len(zeros)} initial states, got {len(given)}"
+            )
+        states = []
+        for g, z in zip(given, zeros):
+            g = np.asarray(g, F32)
+            if self.channels_first:
+                g = np.moveaxis(g, 1, -1)
+            if g.shape != z.shape:
+                raise InputError(
+                    f"layer '{self.name}': initial state of shape {g.shape}, expected {z.shape}"
+                )
+            states.append(g)
+        return states
+
+
+def _fixed_batch(config: dict[str, Any]) -> int | None:
+    shape = config.get("batch_input_shape") or config.get("batch_shape")
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], int):
+        return int(shape[0])
+    return None
+
+
+def _rnn_output_masks(cls: str) -> Callable:
+    def rule(config: dict[str, Any], inputs: list, masks: list) -> list:
+        mask = _sequence_mask(config, inputs, masks)
+        out = mask if config.get("return_sequences") else None
+        return [out] + [None] * (_rnn_num_outputs(cls)(config) - 1)
+
+    return rule
+
+
+def _layer_builder(cls: str) -> Callable:
+    def build(config: dict[str, Any], weights: dict[str, np.ndarray]) -> RecurrentLayer:
+        return build_recurrent_layer(cls, config, weights)
+
+    build.__name__ = f"build_{cls.lower()}"
+    return build
+
+
+def build_recurrent_layer(cls: str, config: dict[str, Any], weights: dict[str, np.ndarray]
+                          ) -> RecurrentLayer:
+    if cls == "RNN":
+        cells = _stacked_cells(config, list(weights.values()))
+        cell: Cell = cells[0] if len(cells) == 1 else StackedCells(cells)
+        return RecurrentLayer(config, cell)
+    if cls.startswith("ConvLSTM"):
+        conv_cell = build_conv_lstm_cell(config, weights)
+        expected = int(cls[-2]) if cls[-2].isdigit() else conv_cell.rank
+        if conv_cell.rank != expected:
+            raise ModelFormatError(
+                f"layer '{config.get('name', '')}': {cls} kernel has shape "
+                f"{weights['kernel'].shape}"
+            )
+        return RecurrentLayer(config, conv_cell,
+                              channels_first=config.get("data_format") == "channels_first")
+    return RecurrentLayer(config, build_cell(cls, config, weights))
+
+
+RECURRENT_CLASSES = ("SimpleRNN", "LSTM", "GRU", "CuDNNLSTM", "CuDNNGRU", "RNN",
+                     "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
+for _cls in RECURRENT_CLASSES:
+    register(_cls, weights=_rnn_layer_weight_names(_cls), mask=_rnn_output_masks(_cls),
+             uses_mask=True, num_outputs=_rnn_num_outputs(_cls))(_layer_builder(_cls))
+
+
+# ----- Bidirectional ------------------------------------------------------------------
+def _bidirectional_layers(config: dict[str, Any]) -> tuple[dict, dict]:
+    forward = _nested(config, config.get("layer"), "layer")
+    if config.get("backward_layer") is not None:
+        backward = _nested(config, config["backward_layer"], "backward_layer")
+    else:
+        backward = {"class_name": forward["class_name"], "config": dict(forward["config"])}
+        backward["config"]["go_backwards"] = not forward["config"].get("go_backwards", False)
+    for side in (forward, backward):
+        side["config"].pop("call_args", None)
+        side["config"].pop("call_kwargs", None)
+        if side["class_name"] not in RECURRENT_CLASSES:
+            raise UnsupportedLayer(
+                f"layer '{config.get('name', '')}': Bidirectional around "
+                f"'{side['class_name']}' is not supported; supported: {', '.join(RECURRENT_CLASSES)}"
+            )
+    return forward, backward
+
+
+def _bidirectional_weight_names(config: dict[str, Any]) -> list[str]:
+    forward, backward = _bidirectional_layers(config)
+    return [f"forward/{n}" for n in _rnn_layer_weight_names(forward["class_name"])(forward["config"])] \
+        + [f"backward/{n}" for n in _rnn_layer_weight_names(backward["class_name"])(backward["config"])]
+
+
+def _bidirectional_states(config: dict[str, Any]) -> int:
+    forward, backward = _bidirectional_layers(config)
+    return _state_count(forward["class_name"], forward["config"]) \
+        + _state_count(backward["class_name"], backward["config"])
+
+
+def _bidirectional_num_outputs(config: dict[str, Any]) -> int:
+    outputs = 2 if config.get("merge_mode", "concat") is None else 1
+    forward, _ = _bidirectional_layers(config)
+    return outputs + (_bidirectional_states(config) if forward["config"].get("return_state") else 0)
+
+
+def _bidirectional_masks(config: dict[str, Any], inputs: list, masks: list) -> list:
+    forward, _ = _bidirectional_layers(config)
+    mask = _sequence_mask(config, inputs, masks)
+    merged = config.get("merge_mode", "concat") is not None
+    out = mask if forward["config"].get("return_sequences") else None
+    outs = [out] if merged else [out, out]
+    return outs + [None] * (_bidirectional_num_outputs(config) - len(outs))
+
+
+MERGES = {
+    "concat": lambda a, b: np.concatenate([a, b], axis=-1),
+    "sum": lambda a, b: a + b,
+    "mul": lambda a, b: a * b,
+    "ave": lambda a, b: (a + b) / F32(2),
+}
+
+
+@register("Bidirectional", weights=_bidirectional_weight_names, mask=_bidirectional_masks,
+          uses_mask=True, children=("forward_layer", "backward_layer"),
+          num_outputs=_bidirectional_num_outputs)
+def build_bidirectional(config: dict[str, Any], weights: dict[str, np.ndarray]) -> Callable:
+    forward_entry, backward_entry = _bidirectional_layers(config)
+    layers = []
+    for side, entry in (("forward", forward_entry), ("backward", backward_entry)):
+        names = _rnn_layer_weight_names(entry["class_name"])(entry["config"])
+        layers.append(build_recurrent_layer(
+            entry["class_name"], entry["config"], {n: weights[f"{side}/{n}"] for n in names}))
+    forward, backward = layers
+    merge_mode = config.get("merge_mode", "concat")
+    if merge_mode is not None and merge_mode not in MERGES:
+        raise UnsupportedLayer(
+            f"layer '{config.get('name', '')}': merge_mode '{merge_mode}' is not one of "
+            f"{', '.join(MERGES)}, None"
+        )
+    seq, state_pos, _ = parse_rnn_call(config)
+    n_forward = len(forward.cell.state_sizes)
+    return_sequences = forward.return_sequences
+    time_axis = 0 if forward.time_major else 1
+
+    def run(*inputs: np.ndarray, mask: list | None = None) -> list[np.ndarray]:
+        x = np.asarray(inputs[seq])
+        seq_mask = _sequence_mask(config, list(inputs), mask)
+        states = [np.asarray(inputs[p], F32) for p in state_pos]
+        f_init = states[:n_forward] if states else None
+        b_init = states[n_forward:] if states else None
+        y = forward.run(x, seq_mask, f_init, zero_output_for_mask=return_sequences)
+        y_rev = backward.run(x, seq_mask, b_init, zero_output_for_mask=return_sequences)
+        out, out_rev = y[0], y_rev[0]
+        if return_sequences:
+            out_rev = np.flip(out_rev, axis=time_axis)
+        merged = [out, out_rev] if merge_mode is None else [MERGES[merge_mode](out, out_rev)]
+        return merged + y[1:] + y_rev[1:]
+
+    return run
+
+
+# ----- TimeDistributed ----------------------------------------------------------------
+def _inner_layer(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    inner = _nested(config, config.get("layer"), "layer")
+    if inner["class_name"] in ("Sequential", "Functional", "Model"):
+        raise UnsupportedLayer(
+            f"layer '{config.get('name', '')}': TimeDistributed around a nested model "
+            f"('{inner['config'].get('name', inner['class_name'])}') is not supported yet; "
+            "apply TimeDistributed to each inner layer instead, or reshape the time axis "
+            "into the batch with Reshape layers"
+        )
+    inner["config"].setdefault("name", f"{config.get('name', '')}/layer")
+    return inner, get_op(inner["class_name"], config.get("name", ""))
+
+
+def _time_distributed_weight_names(config: dict[str, Any]) -> list[str]:
+    inner, spec = _inner_layer(config)
+    return [f"layer/{n}" for n in spec.weight_names(inner["config"])]
+
+
+def _time_distributed_masks(config: dict[str, Any], inputs: list, masks: list) -> list:
+    mask = masks[0] if masks else None
+    inner, spec = _inner_layer(config)
+    if _major(config) < 3 and callable(spec.mask) and inputs:
+        x = np.asarray(inputs[0])
+        flat_mask = None if mask is None else np.asarray(mask).reshape(-1, *mask.shape[2:])
+        inner_masks = spec.mask(inner["config"], [x.reshape(-1, *x.shape[2:])], [flat_mask])
+        if inner_masks and inner_masks[0] is not None:
+            m = np.asarray(inner_masks[0])
+            return [m.reshape(x.shape[:2] + m.shape[1:])]
+    if mask is not None and np.ndim(mask) > 2:
+        mask = np.asarray(mask).reshape(mask.shape[:2] + (-1,)).any(axis=-1)
+    return [mask]
+
+
+@register("TimeDistributed", weights=_time_distributed_weight_names, mask=_time_distributed_masks)
+def build_time_distributed(config: dict[str, Any], weights: dict[str, np.ndarray]) -> Callable:
+    inner, spec = _inner_layer(config)
+    if spec.num_outputs(inner["config"]) != 1:
+        raise UnsupportedLayer(
+            f"layer '{config.get('name', '')}': TimeDistributed around a layer with several "
+            "outputs is not supported"
+        )
+    inner_weights = {n: weights[f"layer/{n}"] for n in spec.weight_names(inner["config"])}
+    inner_run = spec.build(inner["config"], inner_weights)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim < 3:
+            raise InputError(
+                f"layer '{config.get('name', '')}' expects (batch, time, ...), got shape {x.shape}"
+            )
+        y = inner_run(x.reshape(-1, *x.shape[2:]))
+        if isinstance(y, (list, tuple)):
+            y = y[0]
+        return np.asarray(y).reshape(x.shape[:2] + np.shape(y)[1:])
+
+    return run
+
+
+__all__ = ["REGISTRY", "Cell", "RecurrentLayer", "build_cell", "conv_nd", "scan"]

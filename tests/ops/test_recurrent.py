@@ -1,0 +1,382 @@
+"""Parity of recurrent layers (SimpleRNN/LSTM/GRU, RNN cells, Bidirectional, TimeDistributed,
+ConvLSTM, CuDNN and Keras 1 weight layouts) with Keras 3 and tf_keras."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import tfless
+from tests.parity import assert_close, check_parity, keras_module, rand, randomize_weights
+
+APIS = ["keras3", "tf_keras"]
+LAYERS = ["SimpleRNN", "LSTM", "GRU"]
+
+
+def padded_batch(batch: int = 4, steps: int = 6, features: int = 3) -> np.ndarray:
+    """Sequences with post-padding, pre-padding, a hole, no padding and all padding."""
+    x = rand(batch, steps, features, seed=3)
+    x[0, 4:] = 0.0
+    x[1, :2] = 0.0
+    if batch > 2:
+        x[2, 2] = 0.0
+    if batch > 3:
+        x[3, :] = 0.0
+    return x
+
+
+def masked_input(K, api: str, shape: tuple):
+    """(input, masked tensor). Keras 3.15 records a functional model's mask computation as
+    `NotEqual`/`Any` op layers; Keras 3 masks are therefore tested through Sequential
+    models, and functional Keras 3 models here run unmasked."""
+    inp = K.Input(shape)
+    return inp, (K.layers.Masking(0.0)(inp) if api == "tf_keras" else inp)
+
+
+def outputs(y):
+    """Keras 3 layers return (nested) tuples for several outputs; models take flat lists."""
+    if not isinstance(y, (list, tuple)):
+        return y
+    flat = []
+    for item in y:
+        flat.extend(outputs(item) if isinstance(item, (list, tuple)) else [item])
+    return flat
+
+
+OPTION_GRID = [
+    {"return_sequences": False},
+    {"return_sequences": True},
+    {"return_sequences": True, "go_backwards": True},
+    {"return_state": True},
+    {"return_sequences": True, "return_state": True, "go_backwards": True},
+]
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("cls", LAYERS)
+@pytest.mark.parametrize("options", OPTION_GRID, ids=lambda o: "-".join(o))
+def test_rnn_options_with_masking(api: str, cls: str, options: dict) -> None:
+    def build(K):
+        layer = getattr(K.layers, cls)(5, **options)
+        if api == "keras3" and not options.get("return_state"):
+            return K.Sequential([K.Input((6, 3)), K.layers.Masking(0.0), layer])
+        inp, masked = masked_input(K, api, (6, 3))
+        return K.Model(inp, outputs(layer(masked)))
+
+    check_parity(build, padded_batch(), api=api, label=f"{cls}{options}")
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("cls", LAYERS)
+def test_rnn_without_mask_unroll_and_no_bias(api: str, cls: str) -> None:
+    def build(K):
+        inp = K.Input((5, 4))
+        a = getattr(K.layers, cls)(3, unroll=True, return_sequences=True)(inp)
+        b = getattr(K.layers, cls)(2, use_bias=False, activation="relu")(a)
+        return K.Model(inp, b)
+
+    check_parity(build, rand(3, 5, 4), api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gru_reset_after(api: str, reset_after: bool) -> None:
+    def build(K):
+        return K.Sequential([K.Input((None, 3)), K.layers.Masking(0.0),
+                             K.layers.GRU(4, reset_after=reset_after, return_sequences=True)])
+
+    check_parity(build, padded_batch(), api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_activations_and_hard_sigmoid(api: str) -> None:
+    """Keras 2 files keep hard_sigmoid = 0.2x+0.5; Keras 3 uses relu6(x+3)/6."""
+    def build(K):
+        inp = K.Input((5, 3))
+        a = K.layers.LSTM(4, recurrent_activation="hard_sigmoid", activation="softsign",
+                          return_sequences=True)(inp)
+        return K.Model(inp, K.layers.GRU(3, recurrent_activation="hard_sigmoid")(a))
+
+    check_parity(build, rand(2, 5, 3) * 3, api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_embedding_mask_zero_propagates_through_sequences(api: str) -> None:
+    def build(K):
+        return K.Sequential([
+            K.Input((7,), dtype="int32"),
+            K.layers.Embedding(20, 4, mask_zero=True),
+            K.layers.LSTM(5, return_sequences=True),
+            K.layers.Dense(3),  # the mask passes through Dense
+            K.layers.GRU(2),
+        ])
+
+    x = np.array([[3, 4, 5, 0, 0, 0, 0], [0, 0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6, 7],
+                  [9, 0, 8, 0, 7, 0, 0]], np.int32)
+    check_parity(build, x, api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_initial_states_from_encoder(api: str) -> None:
+    def build(K):
+        enc_in = K.Input((5, 3))
+        dec_in = K.Input((4, 2))
+        _, h, c = K.layers.LSTM(6, return_state=True)(enc_in)
+        dec = K.layers.LSTM(6, return_sequences=True)(dec_in, initial_state=[h, c])
+        _, g = K.layers.GRU(3, return_state=True)(enc_in)
+        dec2 = K.layers.GRU(3)(dec, initial_state=g)
+        return K.Model([enc_in, dec_in], [dec, dec2])
+
+    check_parity(build, [rand(2, 5, 3), rand(2, 4, 2, seed=2)], api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("stacked", [False, True])
+def test_generic_rnn_with_cells(api: str, stacked: bool) -> None:
+    def build(K):
+        inp, masked = masked_input(K, api, (6, 3))
+        if stacked:
+            cell = [K.layers.LSTMCell(4), K.layers.GRUCell(3), K.layers.SimpleRNNCell(2)]
+        else:
+            cell = K.layers.GRUCell(4)
+        outs = K.layers.RNN(cell, return_sequences=True, return_state=True)(masked)
+        return K.Model(inp, outputs(outs))
+
+    check_parity(build, padded_batch(), api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])
+def test_bidirectional_merge_modes_with_masks(api: str, merge_mode: str | None) -> None:
+    def build(K):
+        if api == "keras3" and merge_mode is not None:
+            return K.Sequential([
+                K.Input((6, 3)), K.layers.Masking(0.0),
+                K.layers.Bidirectional(K.layers.LSTM(4, return_sequences=True), merge_mode=merge_mode),
+                K.layers.Bidirectional(K.layers.GRU(3), merge_mode=merge_mode),
+            ])
+        inp, masked = masked_input(K, api, (6, 3))
+        seq = K.layers.Bidirectional(K.layers.LSTM(4, return_sequences=True),
+                                     merge_mode=merge_mode)(masked)
+        last = K.layers.Bidirectional(K.layers.GRU(3), merge_mode=merge_mode)(masked)
+        outs = [*(seq if isinstance(seq, (list, tuple)) else [seq]),
+                *(last if isinstance(last, (list, tuple)) else [last])]
+        return K.Model(inp, outs)
+
+    check_parity(build, padded_batch(), api=api, label=f"bidirectional {merge_mode}")
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_bidirectional_return_state_backward_layer_and_stack(api: str) -> None:
+    def build(K):
+        inp, masked = masked_input(K, api, (6, 3))
+        outs = K.layers.Bidirectional(
+            K.layers.LSTM(4, return_sequences=True, return_state=True),
+            backward_layer=K.layers.LSTM(4, return_sequences=True, return_state=True,
+                                         go_backwards=True, activation="relu"),
+        )(masked)
+        seq = K.layers.Bidirectional(K.layers.SimpleRNN(2, return_sequences=True))(outs[0])
+        return K.Model(inp, [*outs, seq])
+
+    check_parity(build, padded_batch(), api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_time_distributed_dense_and_conv(api: str) -> None:
+    def build(K):
+        frames = K.Input((3, 6, 6, 2))
+        conv = K.layers.TimeDistributed(K.layers.Conv2D(4, 3, activation="relu"))(frames)
+        flat = K.layers.TimeDistributed(K.layers.Flatten())(conv)
+        dense = K.layers.TimeDistributed(K.layers.Dense(5))(flat)
+        return K.Model(frames, K.layers.LSTM(3)(dense))
+
+    check_parity(build, rand(2, 3, 6, 6, 2), api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_time_distributed_keeps_mask(api: str) -> None:
+    def build(K):
+        return K.Sequential([K.Input((6, 3)), K.layers.Masking(0.0),
+                             K.layers.TimeDistributed(K.layers.Dense(4)),
+                             K.layers.LSTM(3, return_sequences=True)])
+
+    check_parity(build, padded_batch(), api=api)
+
+
+CONV_LSTM_CASES = [
+    ("ConvLSTM1D", (4, 7, 2), {"filters": 3, "kernel_size": 3}),
+    ("ConvLSTM2D", (3, 6, 5, 2), {"filters": 3, "kernel_size": 3, "padding": "same",
+                                  "return_sequences": True}),
+    ("ConvLSTM2D", (3, 7, 7, 2), {"filters": 2, "kernel_size": (3, 2), "strides": 2,
+                                  "return_state": True, "go_backwards": True}),
+    ("ConvLSTM2D", (3, 7, 7, 2), {"filters": 2, "kernel_size": 3, "dilation_rate": 2,
+                                  "use_bias": False}),
+    ("ConvLSTM3D", (2, 4, 4, 4, 1), {"filters": 2, "kernel_size": 2, "padding": "same"}),
+]
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("case", CONV_LSTM_CASES, ids=lambda c: f"{c[0]}-{'-'.join(c[2])}")
+def test_conv_lstm(api: str, case: tuple) -> None:
+    cls, shape, options = case
+    if api == "tf_keras" and cls != "ConvLSTM2D":
+        options = dict(options)
+    def build(K):
+        inp = K.Input(shape)
+        out = getattr(K.layers, cls)(**options)(inp)
+        return K.Model(inp, outputs(out))
+
+    check_parity(build, rand(2, *shape), api=api)
+
+
+def test_conv_lstm_channels_first_keras3() -> None:
+    def build(K):
+        inp = K.Input((3, 2, 6, 5))
+        out = K.layers.ConvLSTM2D(3, 3, padding="same", data_format="channels_first",
+                                  return_sequences=True)(inp)
+        return K.Model(inp, out)
+
+    check_parity(build, rand(2, 3, 2, 6, 5))
+
+
+def test_time_major_tf_keras() -> None:
+    def build(K):
+        inp = K.Input((5, 3), batch_size=None)
+        seq = K.layers.Permute((1, 2))(inp)
+        out = K.layers.LSTM(4, time_major=True, return_sequences=True)(seq)
+        return K.Model(inp, K.layers.GRU(2, time_major=True)(out))
+
+    check_parity(build, rand(4, 5, 3), api="tf_keras")
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_stateful_runs_from_zero_states(api: str) -> None:
+    def build(K):
+        return K.Sequential([K.Input(batch_shape=(2, 5, 3)) if api == "keras3"
+                             else K.layers.InputLayer(batch_input_shape=(2, 5, 3)),
+                             K.layers.LSTM(4, stateful=True, return_sequences=True),
+                             K.layers.GRU(3, stateful=True)])
+
+    check_parity(build, rand(2, 5, 3), api=api)
+
+
+def test_stateful_with_a_different_batch_fails_clearly(tmp_path: Path) -> None:
+    import tf_keras
+
+    model = tf_keras.Sequential([tf_keras.layers.LSTM(4, stateful=True,
+                                                      batch_input_shape=(2, 5, 3))])
+    path = tmp_path / "stateful.h5"
+    model.save(path)
+    loaded = tfless.load(path)
+    with pytest.raises(tfless.TflessError, match="stateful with batch size 2"):
+        loaded.predict(rand(3, 5, 3))
+
+
+# ----- weight layouts Keras 3 cannot write ------------------------------------------------
+def _to_cudnn(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray, gates: int
+              ) -> list[np.ndarray]:
+    """Inverse of Keras 2's CuDNN -> Keras conversion (`_convert_rnn_weights`)."""
+    k = np.hstack([g.T.reshape(g.shape, order="C") for g in np.hsplit(kernel, gates)])
+    r = np.hstack([g.T for g in np.hsplit(recurrent, gates)])
+    return [k, r, bias]
+
+
+@pytest.mark.parametrize("cls", ["CuDNNLSTM", "CuDNNGRU"])
+def test_cudnn_layers_tf_keras_h5(cls: str, tmp_path: Path) -> None:
+    """Keras 2 CuDNN layers store CuDNN's layout; they compute LSTM / GRU(reset_after)."""
+    import tf_keras
+    from tf_keras.src.layers.rnn import cudnn_gru, cudnn_lstm
+
+    inp = tf_keras.Input((6, 3))
+    masked = tf_keras.layers.Masking(0.0)(inp)
+    if cls == "CuDNNLSTM":
+        ref_layer = tf_keras.layers.LSTM(5, return_sequences=True, return_state=True)
+        cudnn = cudnn_lstm.CuDNNLSTM(5, return_sequences=True, return_state=True)
+    else:
+        ref_layer = tf_keras.layers.GRU(5, reset_after=True, return_sequences=True,
+                                        return_state=True)
+        cudnn = cudnn_gru.CuDNNGRU(5, return_sequences=True, return_state=True)
+    reference = tf_keras.Model(inp, ref_layer(inp))
+    randomize_weights(reference)
+    kernel, recurrent, bias = ref_layer.get_weights()
+    x = rand(2, 6, 3)
+    want = [np.asarray(y) for y in reference.predict(x, verbose=0)]
+
+    stored = tf_keras.Model(inp, cudnn(inp))
+    if cls == "CuDNNLSTM":
+        half = bias / 2
+        cudnn.set_weights(_to_cudnn(kernel, recurrent, np.concatenate([half, half]), 4))
+    else:
+        cudnn.set_weights(_to_cudnn(kernel, recurrent, bias.reshape(-1), 3))
+    path = tmp_path / "cudnn.h5"
+    stored.save(path)
+    del masked
+    assert_close(tfless.load(path).predict(x), want, cls)
+
+
+KERAS1_LSTM_ORDER = ("i", "c", "f", "o")
+
+
+def _keras1_file(path: Path, cls: str, layer, units: int, steps: int, features: int) -> None:
+    """A Keras 1.2 Sequential .h5 as Keras 1 wrote it: per-gate W/U/b arrays."""
+    kernel, recurrent, bias = layer.get_weights()
+    gates = ("i", "f", "c", "o") if cls == "LSTM" else ("z", "r", "h")
+    split = {g: (k, r, b) for g, k, r, b in zip(gates, np.hsplit(kernel, len(gates)),
+                                                np.hsplit(recurrent, len(gates)),
+                                                np.split(bias, len(gates)))}
+    stored = KERAS1_LSTM_ORDER if cls == "LSTM" else gates
+    name = f"{cls.lower()}_1"
+    config = {"class_name": "Sequential", "config": [{"class_name": cls, "config": {
+        "name": name, "trainable": True, "batch_input_shape": [None, steps, features],
+        "input_dtype": "float32", "output_dim": units, "return_sequences": False,
+        "go_backwards": False, "stateful": False, "unroll": False, "consume_less": "cpu",
+        "input_dim": features, "input_length": None, "activation": "tanh",
+        "inner_activation": "hard_sigmoid", "init": "glorot_uniform",
+        "inner_init": "orthogonal", "W_regularizer": None, "U_regularizer": None,
+        "b_regularizer": None, "dropout_W": 0.0, "dropout_U": 0.0}}]}
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = b"1.2.2"
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["model_config"] = json.dumps(config).encode()
+        g = f.create_group("model_weights")
+        g.attrs["layer_names"] = [name.encode()]
+        lg = g.create_group(name)
+        names = []
+        for gate in stored:
+            for kind, arr in zip(("W", "U", "b"), split[gate]):
+                names.append(f"{name}_{kind}_{gate}")
+                lg.create_dataset(names[-1], data=arr)
+        lg.attrs["weight_names"] = [n.encode() for n in names]
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
+def test_keras1_per_gate_weights(cls: str, tmp_path: Path) -> None:
+    import tf_keras
+
+    inp = tf_keras.Input((5, 3))
+    kwargs = {"reset_after": False} if cls == "GRU" else {}
+    layer = getattr(tf_keras.layers, cls)(4, recurrent_activation="hard_sigmoid", **kwargs)
+    model = tf_keras.Model(inp, layer(inp))
+    randomize_weights(model)
+    x = rand(2, 5, 3) * 3
+    path = tmp_path / "keras1.h5"
+    _keras1_file(path, cls, layer, 4, 5, 3)
+    assert_close(tfless.load(path).predict(x), [model.predict(x, verbose=0)], f"Keras 1 {cls}")
+
+
+def test_unsupported_rnn_cell_is_named(tmp_path: Path) -> None:
+    K = keras_module("tf_keras")
+    inp = K.Input((4, 3))
+    model = K.Model(inp, K.layers.RNN(K.layers.LSTMCell(2))(inp))
+    config = json.loads(model.to_json())
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "RNN":
+            layer["config"]["cell"]["class_name"] = "PeepholeLSTMCell"
+    (tmp_path / "m.json").write_text(json.dumps(config))
+    model.save_weights(tmp_path / "w.h5")
+    with pytest.raises(tfless.UnsupportedLayer, match="PeepholeLSTMCell"):
+        tfless.load(tmp_path / "m.json", weights=tmp_path / "w.h5")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import tfless
-from tests.parity import check_parity, rand
+from tests.conftest import REALWORLD
+from tests.parity import assert_close, check_parity, rand
 from tfless.errors import UnsupportedLayer
 
 APIS = ["keras3", "tf_keras"]
@@ -203,3 +204,12 @@ def test_keras1_batch_normalization_other_modes_are_refused(tmp_path, mode: int)
     _keras1_bn_file(path, mode=mode)
     with pytest.raises(UnsupportedLayer, match=f"batchnormalization_1.*mode={mode}"):
         tfless.load(path).predict(rand(2, 4))
+
+
+def test_realworld_batchnorm_leaky_relu_cnn() -> None:
+    """A CIFAR-10 classifier (Keras 2.4 .h5: Conv2D, BatchNormalization, LeakyReLU,
+    MaxPooling2D, Dense) against the outputs Keras computed for it."""
+    path = next((REALWORLD / "files").glob("23_*.h5"))
+    with np.load(REALWORLD / "ref" / "23.npz") as ref:
+        x, want = ref["x0"], ref["y0"]
+    assert_close([tfless.load(path).predict(x)], [want], "realworld 23")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import h5py
 import numpy as np
 import pytest
 
+import tfless
 from tests.parity import check_parity, rand
 
 APIS = ["keras3", "tf_keras"]
@@ -145,3 +149,48 @@ def test_dot_drops_mask_tf_keras() -> None:
         return K.Model(a, K.layers.GlobalAveragePooling1D()(sim))
 
     check_parity(build, IDS[0], api="tf_keras")
+
+
+KERAS1_MODES = {
+    "sum": lambda a, b: a + b,
+    "mul": lambda a, b: a * b,
+    "ave": lambda a, b: (a + b) / 2,
+    "max": np.maximum,
+    "concat": lambda a, b: np.concatenate([a, b], axis=-1),
+    "dot": lambda a, b: np.sum(a * b, axis=-1, keepdims=True),
+}
+
+
+def _keras1_merge_file(path, mode: str) -> None:
+    """A Keras 1.2 functional model merging two inputs with a `Merge` layer."""
+    def input_layer(name: str) -> dict:
+        return {"class_name": "InputLayer", "name": name, "inbound_nodes": [],
+                "config": {"batch_input_shape": [None, 4], "input_dtype": "float32",
+                           "sparse": False, "name": name}}
+
+    merge = {"class_name": "Merge", "name": "merge_1",
+             "config": {"name": "merge_1", "mode": mode, "concat_axis": -1, "dot_axes": [1, 1],
+                        "output_shape": None, "output_mask": None, "arguments": {},
+                        "mode_type": "raw", "output_shape_type": "raw"},
+             "inbound_nodes": [[["input_1", 0, 0], ["input_2", 0, 0]]]}
+    config = {"class_name": "Model", "config": {
+        "name": "model_1", "layers": [input_layer("input_1"), input_layer("input_2"), merge],
+        "input_layers": [["input_1", 0, 0], ["input_2", 0, 0]],
+        "output_layers": [["merge_1", 0, 0]]}}
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = b"1.2.2"
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["model_config"] = json.dumps(config).encode()
+        g = f.create_group("model_weights")
+        g.attrs["layer_names"] = [b"input_1", b"input_2", b"merge_1"]
+        for name in ("input_1", "input_2", "merge_1"):
+            g.create_group(name).attrs["weight_names"] = []
+
+
+@pytest.mark.parametrize("mode", sorted(KERAS1_MODES))
+def test_keras1_merge_modes(tmp_path, mode: str) -> None:
+    path = tmp_path / "k1.h5"
+    _keras1_merge_file(path, mode)
+    a, b = rand(3, 4, seed=1), rand(3, 4, seed=2)
+    got = tfless.load(path).predict([a, b])
+    np.testing.assert_allclose(got, KERAS1_MODES[mode](a, b), rtol=1e-6, atol=1e-6)

@@ -161,3 +161,20 @@ def test_image_model_end_to_end(api: str) -> None:
         return K.Model(inp, K.layers.Dense(3)(x))
 
     check_parity(build, rand(2, 10, 12, 3, low=0, high=255), api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_masks_through_rescaling_and_normalization(api: str) -> None:
+    """Keras 3 passes masks through both layers; tf_keras's versions drop them."""
+
+    def build(K):
+        inp = K.Input((5,), dtype="int32")
+        emb = K.layers.Embedding(10, 4, mask_zero=True)(inp)
+        x = K.layers.Rescaling(2.0, offset=1.0)(emb)
+        x = K.layers.Normalization(mean=0.5, variance=2.0)(x)
+        if api == "keras3":
+            return K.Model(inp, K.layers.Multiply()([x, emb]))
+        return K.Model(inp, K.layers.GlobalAveragePooling1D()(x))
+
+    ids = np.array([[1, 2, 0, 0, 3], [4, 0, 5, 6, 0]], dtype="int32")
+    check_parity(build, ids, api=api)

@@ -227,6 +227,31 @@ class OnnxBuilder:
                                                 name=self.fresh(f"{base}/{op_type}"), **attrs))
         return outs[0] if len(outs) == 1 else outs
 
+    def subgraph(self, name: str, input_types: Sequence[Any], output_types: Sequence[Any],
+                 body: Callable[[list[str]], Sequence[str]]) -> Any:
+        """A GraphProto (for Scan/Loop) built by `body(input names) -> output names`.
+        Constants and weights it creates live in the main graph (visible from inside)."""
+        helper = self.helper
+        saved, self.nodes = self.nodes, []
+        try:
+            ins = [self.fresh(f"{name}/in{i}") for i in range(len(input_types))]
+            outs = [self.op("Identity", [o], name=f"{name}/out") for o in body(ins)]
+            nodes = self.nodes
+        finally:
+            self.nodes = saved
+        return helper.make_graph(
+            nodes, name,
+            [helper.make_tensor_value_info(n, self.onnx_dtype(t), None) for n, t in zip(ins, input_types)],
+            [helper.make_tensor_value_info(n, self.onnx_dtype(t), None) for n, t in zip(outs, output_types)])
+
+    def zeros(self, like: str, dims: Sequence[int], batch_axis: int = 0) -> str:
+        """float32 zeros of shape (batch of `like`, *dims)."""
+        batch = self.op("Slice", [self.op("Shape", [like]), self.i64([batch_axis]),
+                                  self.i64([batch_axis + 1])])
+        shape = self.op("Concat", [batch, self.i64(list(dims))], axis=0)
+        value = self.onnx.helper.make_tensor("value", self.onnx.TensorProto.FLOAT, [1], [0.0])
+        return self.op("ConstantOfShape", [shape], value=value)
+
     def reduce(self, op_type: str, x: str, axes: Sequence[int], keepdims: bool = True) -> str:
         """ReduceX over `axes`, spelled as the opset wants (axes as an input from opset 18,
         ReduceSum from 13)."""

@@ -11,5 +11,6 @@ from . import (  # noqa: F401
     merging,
     normalization,
     pooling,
+    recurrent,
     reshaping,
 )

@@ -109,18 +109,29 @@ def make_global_max(rank: int) -> Callable[[dict, dict], Callable]:
     return build
 
 
+def explicit_mask_input(config: dict) -> int | None:
+    """Keras 3 records a mask passed to a call as a `mask=` tensor argument: its input index."""
+    ref = (config.get("call_kwargs") or {}).get("mask")
+    return ref["__tensor__"] if isinstance(ref, dict) and "__tensor__" in ref else None
+
+
 def make_global_average(rank: int) -> Callable[[dict, dict], Callable]:
     def build(config: dict, weights: dict) -> Callable:
         name = config.get("name", "")
         axes, keepdims = _global_axes(config, rank)
         # Keras 3 zeroes masked steps with `where`; tf_keras multiplies by the mask.
         multiply = "keras_major" in config
+        mask_input = explicit_mask_input(config)
 
-        def run(x: np.ndarray, mask: list | None = None) -> np.ndarray:
+        def run(x: np.ndarray, *extra: np.ndarray, mask: list | None = None) -> np.ndarray:
             _check_rank(name, x, rank)
-            if not mask or mask[0] is None:
+            if mask_input is not None:
+                keep = (x, *extra)[mask_input]
+            elif mask and mask[0] is not None:
+                keep = mask[0]
+            else:
                 return np.mean(x, axis=axes, keepdims=keepdims, dtype=F32)
-            keep = np.asarray(mask[0], dtype=bool)
+            keep = np.asarray(keep, dtype=bool)
             if keep.shape != x.shape[:1] + tuple(x.shape[a] for a in axes):
                 raise InputError(
                     f"layer '{name}': mask of shape {keep.shape} does not match input {x.shape}"

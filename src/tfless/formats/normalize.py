@@ -23,6 +23,8 @@ CLASS_RENAMES = {
     "Deconvolution2D": "Conv2DTranspose",
     "Deconvolution3D": "Conv3DTranspose",
     "Convolution2DTranspose": "Conv2DTranspose",
+    # Keras 3 exports GroupedQueryAttention as GroupQueryAttention; its object path uses the class name.
+    "GroupQueryAttention": "GroupedQueryAttention",
     "SeparableConvolution2D": "SeparableConv2D",
     "MaxPool1D": "MaxPooling1D", "MaxPool2D": "MaxPooling2D", "MaxPool3D": "MaxPooling3D",
     "AvgPool1D": "AveragePooling1D", "AvgPool2D": "AveragePooling2D",

@@ -366,6 +366,34 @@ def test_recurrent_states_and_free_length(tmp_path: Path) -> None:
     export_and_compare(build, [rand(2, 7, 3), rand(2, 4, seed=3), rand(2, 4, seed=4)], tmp_path)
 
 
+# ----- preprocessing -------------------------------------------------------------------
+PREPROCESSING_CASES = {
+    "rescaling": lambda K: K.layers.Rescaling(1 / 127.5, offset=-1),
+    "normalization": lambda K: K.layers.Normalization(mean=[0.1, 0.2, 0.3], variance=[1, 2, 3]),
+    "normalization_invert": lambda K: K.layers.Normalization(mean=0.5, variance=2.0, invert=True),
+    "resize_bilinear": lambda K: K.layers.Resizing(5, 11),
+    "resize_nearest": lambda K: K.layers.Resizing(9, 4, interpolation="nearest"),
+    "resize_bicubic": lambda K: K.layers.Resizing(4, 6, interpolation="bicubic"),
+    "resize_crop": lambda K: K.layers.Resizing(5, 5, crop_to_aspect_ratio=True),
+    "resize_pad": lambda K: K.layers.Resizing(4, 8, pad_to_aspect_ratio=True, fill_value=0.5),
+    "center_crop": lambda K: K.layers.CenterCrop(4, 5),
+    "center_crop_up": lambda K: K.layers.CenterCrop(9, 3),
+    "random_crop": lambda K: K.layers.RandomCrop(4, 4),
+}
+
+
+@pytest.mark.parametrize(("api", "case"), [
+    (api, case) for case in sorted(PREPROCESSING_CASES) for api in ("keras3", "tf_keras")
+    if not (api == "tf_keras" and case == "resize_pad")  # tf_keras has no pad_to_aspect_ratio
+])
+def test_preprocessing(api: str, case: str, tmp_path: Path) -> None:
+    def build(K):
+        inp = K.Input((7, 6, 3))
+        return K.Model(inp, PREPROCESSING_CASES[case](K)(inp))
+
+    export_and_compare(build, rand(2, 7, 6, 3, low=0, high=2), tmp_path, api=api)
+
+
 # ----- shapes, batch, metadata ---------------------------------------------------------
 def _dims(value_info: Any) -> list[Any]:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
@@ -478,7 +506,7 @@ def test_newest_opset_exports_and_checks(small_model: Path, tmp_path: Path) -> N
 
 # Families whose every runtime op exports; a family joins once its converters are written.
 CONVERTED_FAMILIES = ("activations", "convolutional", "core", "merging", "normalization",
-                      "pooling", "recurrent", "reshaping")
+                      "pooling", "preprocessing", "recurrent", "reshaping")
 
 
 def test_every_op_of_converted_families_has_a_converter() -> None:

@@ -11,6 +11,7 @@ from . import (  # noqa: F401
     merging,
     normalization,
     pooling,
+    preprocessing,
     recurrent,
     reshaping,
 )

@@ -1,0 +1,191 @@
+"""ONNX converters for preprocessing layers: Rescaling, Normalization, Resizing, CenterCrop
+and RandomCrop (inference behaviour).
+
+Image resizing uses the runtime's own index and weight tables (TensorFlow's half-pixel
+kernels), written as one interpolation matrix per axis applied with Einsum: nearest rows
+hold a single 1, bilinear rows two weights, bicubic rows four. This needs the image size
+to be fixed in the model's input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...errors import UnsupportedLayer
+from ...graph import Node
+from ...ops.preprocessing import (
+    EPSILON,
+    RESIZERS,
+    _crop_box,
+    _cubic_weights,
+    _deserialize_number,
+    _keep_axes,
+    _linear_weights,
+    _nearest_index,
+    _size,
+)
+from ..onnx import OnnxBuilder, converter
+
+F32 = np.float32
+
+
+def _float(b: OnnxBuilder, node: Node, x: str) -> str:
+    return x if b.dtype(node.inputs[0]) == F32 else b.cast(x, F32)
+
+
+def _keras3_keeps_mask(b: OnnxBuilder, node: Node, xs: list[str], masks: list) -> list:
+    return masks[:1] if "keras_major" not in node.config else [None]
+
+
+@converter("Rescaling", mask=_keras3_keeps_mask)
+def convert_rescaling(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
+    scale = np.asarray(_deserialize_number(node.config.get("scale", 1.0)), dtype=F32)
+    offset = np.asarray(_deserialize_number(node.config.get("offset", 0.0)), dtype=F32)
+    y = b.op("Mul", [_float(b, node, xs[0]), b.const(scale, "scale")])
+    return b.op("Add", [y, b.const(offset, "offset")], name=node.name)
+
+
+@converter("Normalization", mask=_keras3_keeps_mask)
+def convert_normalization(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
+    c = node.config
+    shape = b.in_shape(node)
+    keep = sorted(a % len(shape) for a in _keep_axes(c.get("axis", -1)))
+    kept = [shape[d] for d in keep]
+    if None in kept:
+        raise UnsupportedLayer(f"layer '{node.name}': normalized axes need fixed sizes for ONNX")
+    broadcast = [shape[d] if d in keep else 1 for d in range(len(shape))]
+    if c.get("mean") is not None:
+        mean = np.asarray(_deserialize_number(c["mean"]), dtype=F32)
+        variance = np.asarray(_deserialize_number(c["variance"]), dtype=F32)
+        std = np.maximum(np.sqrt(variance), EPSILON)
+        mean, std = np.broadcast_to(mean, kept), np.broadcast_to(std, kept)
+    else:
+        mean = node.weights["mean"].astype(F32)
+        std = np.maximum(np.sqrt(node.weights["variance"].astype(F32)), EPSILON)
+    m = b.weight(node, "mean", np.reshape(mean, broadcast).astype(F32))
+    s = b.weight(node, "std", np.reshape(std, broadcast).astype(F32))
+    x = _float(b, node, xs[0])
+    if c.get("invert"):
+        return b.op("Add", [m, b.op("Mul", [x, s])], name=node.name)
+    return b.op("Div", [b.op("Sub", [x, m]), s], name=node.name)
+
+
+# ----- images ----------------------------------------------------------------------------
+def _matrix(method: str, in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) interpolation matrix of the runtime's kernel."""
+    a = np.zeros((out_size, in_size), F32)
+    rows = np.arange(out_size)
+    if method == "nearest":
+        a[rows, _nearest_index(in_size, out_size)] = 1
+    elif method == "bilinear":
+        lower, upper, frac = _linear_weights(in_size, out_size)
+        np.add.at(a, (rows, lower), F32(1) - frac)
+        np.add.at(a, (rows, upper), frac)
+    else:
+        taps, weights = _cubic_weights(in_size, out_size)
+        for k in range(4):
+            np.add.at(a, (rows, taps[:, k]), weights[:, k])
+    return a
+
+
+class Images:
+    """An image tensor as NHWC with its static height and width."""
+
+    def __init__(self, b: OnnxBuilder, node: Node, x: str) -> None:
+        self.b, self.node = b, node
+        shape = b.in_shape(node)
+        if len(shape) not in (3, 4):
+            raise UnsupportedLayer(f"layer '{node.name}' expects images of rank 3 or 4")
+        self.single = len(shape) == 3
+        self.first = node.config.get("data_format") == "channels_first"
+        if self.single:
+            x = b.op("Unsqueeze", [x, b.i64([0])])
+            shape = (None, *shape)
+        if self.first:
+            x = b.op("Transpose", [x], perm=[0, 2, 3, 1])
+            shape = (shape[0], shape[2], shape[3], shape[1])
+        self.h, self.w = shape[1], shape[2]
+        if self.h is None or self.w is None:
+            raise UnsupportedLayer(f"layer '{node.name}' ({node.op}): ONNX export needs a fixed "
+                                   "image height and width in the model's input")
+        self.x = x
+
+    def crop(self, top: int, left: int, height: int, width: int) -> None:
+        b = self.b
+        self.x = b.op("Slice", [self.x, b.i64([top, left]), b.i64([top + height, left + width]),
+                                b.i64([1, 2])])
+        self.h, self.w = height, width
+
+    def pad(self, top: int, left: int, fill: float) -> None:
+        b = self.b
+        pads = b.i64([0, top, left, 0, 0, top, left, 0])
+        self.x = b.op("Pad", [self.x, pads, b.f32(fill)], mode="constant")
+        self.h, self.w = self.h + 2 * top, self.w + 2 * left
+
+    def resize(self, method: str, height: int, width: int) -> None:
+        b = self.b
+        x = self.x if b.dtype(self.node.inputs[0]) == F32 else b.cast(self.x, F32)
+        x = b.op("Einsum", [x, b.const(_matrix(method, self.w, width), "resize_w")],
+                 equation="nhwc,pw->nhpc")
+        self.x = b.op("Einsum", [x, b.const(_matrix(method, self.h, height), "resize_h")],
+                      equation="nhwc,qh->nqwc")
+        self.h, self.w = height, width
+
+    def smart_resize(self, height: int, width: int, method: str = "bilinear") -> None:
+        top, left, crop_h, crop_w = _crop_box(self.h, self.w, height, width)
+        self.crop(top, left, crop_h, crop_w)
+        self.resize(method, height, width)
+
+    def output(self) -> str:
+        b, y = self.b, self.x
+        if self.first:
+            y = b.op("Transpose", [y], perm=[0, 3, 1, 2])
+        if self.single:
+            y = b.op("Squeeze", [y, b.i64([0])])
+        return b.op("Cast", [y], name=self.node.name, to=b.onnx_dtype(F32))
+
+
+@converter("Resizing")
+def convert_resizing(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
+    c = node.config
+    height, width = _size(c, node.name)
+    method = c.get("interpolation", "bilinear")
+    if method not in RESIZERS or c.get("antialias"):
+        raise UnsupportedLayer(f"layer '{node.name}': interpolation '{method}' / antialias")
+    images = Images(b, node, xs[0])
+    if c.get("crop_to_aspect_ratio"):
+        images.smart_resize(height, width, method)
+    else:
+        if c.get("pad_to_aspect_ratio"):
+            if c.get("fill_mode", "constant") != "constant":
+                raise UnsupportedLayer(f"layer '{node.name}': fill_mode {c.get('fill_mode')!r}")
+            pad_h = max(images.h, int(F32(images.w * height) / F32(width)))
+            pad_w = max(images.w, int(F32(images.h * width) / F32(height)))
+            images.pad(int(F32(pad_h - images.h) / 2), int(F32(pad_w - images.w) / 2),
+                       float(c.get("fill_value", 0.0)))
+        images.resize(method, height, width)
+    return images.output()
+
+
+@converter("CenterCrop")
+def convert_center_crop(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
+    height, width = _size(node.config, node.name)
+    images = Images(b, node, xs[0])
+    h_diff, w_diff = images.h - height, images.w - width
+    if h_diff >= 0 and w_diff >= 0:
+        images.crop(h_diff // 2, w_diff // 2, height, width)
+    else:
+        images.smart_resize(height, width)
+    return images.output()
+
+
+@converter("RandomCrop")
+def convert_random_crop(b: OnnxBuilder, node: Node, xs: list[str]) -> Any:
+    if "keras_major" not in node.config:
+        return b.op("Identity", [xs[0]], name=node.name)
+    height, width = _size(node.config, node.name)
+    images = Images(b, node, xs[0])
+    images.smart_resize(height, width)
+    return images.output()

@@ -195,8 +195,9 @@ def _extensions() -> list[Callable[[Any], None]]:
     from .bench import register_cli as bench_cli
     from .export import register_cli as export_cli
     from .package.build import register_cli as build_cli
+    from .serve.command import add_serve_command
 
-    return [export_cli, build_cli, bench_cli]
+    return [export_cli, build_cli, add_serve_command, bench_cli]
 
 
 def main(argv: list[str] | None = None) -> int:

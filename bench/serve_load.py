@@ -1,0 +1,217 @@
+"""Load test of `tfless serve`: requests/s and p50/p99 latency at concurrency 1, 8 and 64,
+with batching off and on, for an MLP (TF Serving REST v1, JSON rows) and MobileNetV2
+(KServe V2, binary tensors); zero errors expected, server memory sampled after each level.
+
+    .venv/bin/python bench/serve_load.py                  # mlp and mobilenet_v2
+    .venv/bin/python bench/serve_load.py --models mlp --requests 500 --seconds 20
+
+Everything stays on 127.0.0.1, and every level stops after --requests requests or
+--seconds seconds, whichever comes first. Models come from bench/models.py (built with
+Keras in a subprocess and cached). The 'in-process' column is Model.predict on one
+example without HTTP, the floor the server's batch-1 latency can approach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CONCURRENCY = (1, 8, 64)
+BATCHING = {"off": [], "on": ["--max-batch-size", "64"]}
+# model -> (protocol, requests per level for the default run)
+SCENARIOS = {"mlp": ("v1-json", 2000), "mobilenet_v2": ("v2-binary", 150)}
+
+
+@dataclass
+class Level:
+    model: str
+    protocol: str
+    batching: str
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+    rss_mb: float
+
+    def row(self) -> str:
+        lat = np.asarray(self.latencies) * 1000
+        p50, p99 = (np.percentile(lat, 50), np.percentile(lat, 99)) if len(lat) else (0, 0)
+        return (f"| {self.model} | {self.protocol} | {self.batching} | {self.concurrency} | "
+                f"{self.requests} | {self.errors} | {self.requests / self.seconds:,.1f} | "
+                f"{p50:.2f} | {p99:.2f} | {self.rss_mb:.0f} |")
+
+
+def request_body(model: str, x: np.ndarray, input_name: str) -> tuple[str, bytes, dict]:
+    if SCENARIOS[model][0] == "v1-json":
+        body = json.dumps({"instances": x.tolist()}).encode()
+        return "/v1/models/{m}:predict", body, {"Content-Type": "application/json"}
+    header = json.dumps({"inputs": [{"name": input_name, "shape": list(x.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    return "/v2/models/{m}/infer", header + x.tobytes(), {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream"}
+
+
+def rss_mb(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
+
+
+def run_level(port: int, path: str, body: bytes, headers: dict, concurrency: int,
+              max_requests: int, max_seconds: float) -> tuple[int, int, float, list[float]]:
+    """Send at most max_requests (for at most max_seconds) from `concurrency` threads."""
+    lock = threading.Lock()
+    state: dict = {"left": max_requests, "errors": 0, "kinds": Counter()}
+    latencies: list[float] = []
+    deadline = time.monotonic() + max_seconds
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            while time.monotonic() < deadline:
+                with lock:
+                    if state["left"] <= 0:
+                        return
+                    state["left"] -= 1
+                start = time.perf_counter()
+                try:
+                    conn.request("POST", path, body, headers)
+                    response = conn.getresponse()
+                    response.read()
+                    ok = response.status == 200
+                    error = f"HTTP {response.status}"
+                except (OSError, http.client.HTTPException) as exc:
+                    ok, error = False, type(exc).__name__
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                elapsed = time.perf_counter() - start
+                with lock:
+                    if ok:
+                        latencies.append(elapsed)
+                    else:
+                        state["errors"] += 1
+                        state["kinds"][error] += 1
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max_seconds + 120)
+    seconds = time.perf_counter() - start
+    if state["errors"]:
+        print(f"[serve_load] errors: {dict(state['kinds'])}", file=sys.stderr, flush=True)
+    return len(latencies) + state["errors"], state["errors"], seconds, latencies
+
+
+def start_server(model_path: Path, name: str, extra: list[str], log: Path) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfless.cli", "serve", str(model_path), "--model-name", name,
+         "--host", "127.0.0.1", "--port", "0", "--no-access-log", *extra],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
+        if m:
+            return proc, int(m.group(1))
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"server did not start:\n{log.read_text(errors='replace')}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def in_process_ms(model_path: Path, x: np.ndarray, calls: int = 50) -> float:
+    import tfless
+
+    model = tfless.load(model_path)
+    model.predict(x)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        model.predict(x)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    parser.add_argument("--requests", type=int, default=None,
+                        help="requests per level (default: 2000 for mlp, 150 for mobilenet_v2)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="time limit per level")
+    parser.add_argument("--cache-dir", type=Path,
+                        default=Path(tempfile.gettempdir()) / "tfless-bench-models")
+    parser.add_argument("--output", type=Path, help="also write the table here")
+    args = parser.parse_args(argv)
+
+    built = subprocess.run([sys.executable, str(HERE / "models.py"), str(args.cache_dir),
+                            *args.models], check=True, capture_output=True, text=True)
+    paths = {k: Path(v) for k, v in json.loads(built.stdout.strip().splitlines()[-1]).items()}
+    import tfless
+
+    levels: list[Level] = []
+    notes: list[str] = []
+    for name in args.models:
+        protocol, default_count = SCENARIOS[name]
+        spec = tfless.load(paths[name]).inputs[0]
+        x = np.random.default_rng(0).uniform(0, 1, (1, *spec.shape[1:])).astype(np.float32)
+        path, body, headers = request_body(name, x, spec.name)
+        path = path.format(m=name)
+        notes.append(f"{name}: in-process Model.predict, one example: "
+                     f"{in_process_ms(paths[name], x):.2f} ms; request body {len(body):,} bytes")
+        for mode, extra in BATCHING.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                proc, port = start_server(paths[name], name, extra, Path(tmp) / "server.log")
+                try:
+                    run_level(port, path, body, headers, 4, 20, 30)  # warm-up, not reported
+                    for c in CONCURRENCY:
+                        count = args.requests or default_count
+                        total, errors, seconds, lat = run_level(port, path, body, headers, c,
+                                                                count, args.seconds)
+                        levels.append(Level(name, protocol, mode, c, total, errors, seconds, lat,
+                                            rss_mb(proc.pid)))
+                        print(levels[-1].row(), file=sys.stderr, flush=True)
+                finally:
+                    stop_server(proc)
+    header = ("| model | protocol | batching | concurrency | requests | errors | req/s | "
+              "p50 ms | p99 ms | server RSS MB |\n|---|---|---|---|---|---|---|---|---|---|")
+    cpu = os.cpu_count()
+    table = "\n".join([header, *[lv.row() for lv in levels], "", *notes,
+                       f"machine: {cpu} CPU cores; client threads run on the same machine"])
+    print(table)
+    if args.output:
+        args.output.write_text(table + "\n")
+    return 1 if any(lv.errors for lv in levels) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

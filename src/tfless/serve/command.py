@@ -1,0 +1,70 @@
+"""The `tfless serve` subcommand: arguments only; the server stack loads when it runs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import InputError
+from .options import ServeOptions
+
+
+def add_serve_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve", help="serve models over HTTP: TF Serving REST API v1 and KServe V2",
+        description="Serve one model file, a TF Serving base directory (<base>/<version>/"
+                    "<model file>), or the models of a model_config_list file, on TF Serving's "
+                    "REST API v1 and the KServe V2 protocol (one port).")
+    p.add_argument("path", nargs="?", help="a model file (served as version 1) or a base directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8501, help="port (default 8501; 0 picks a free one)")
+    p.add_argument("--model-name", default="default", help="name of the model given as PATH")
+    p.add_argument("--model-config-file",
+                   help="TF Serving model_config_list (protobuf text format or JSON)")
+    p.add_argument("--max-batch-size", type=int, default=0,
+                   help="dynamic batching: most rows in one model call (0 = batching off)")
+    p.add_argument("--batch-timeout-micros", type=int, default=0,
+                   help="longest wait for a batch to fill, from its first request (default 0)")
+    p.add_argument("--num-batch-threads", type=int, default=ServeOptions().num_batch_threads,
+                   help="model calls run in parallel per model version (default: CPU count)")
+    p.add_argument("--max-queue-size", type=int, default=1000,
+                   help="requests waiting per model version before answering 429")
+    p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    p.add_argument("--poll-seconds", type=float, default=1.0,
+                   help="how often base directories are checked for versions (0 = never)")
+    p.add_argument("--request-timeout", type=float, default=30.0,
+                   help="seconds a request may take before a 504 (default 30)")
+    p.add_argument("--max-request-bytes", type=int, default=64 * 1024 * 1024,
+                   help="largest request body, after gzip inflation (default 64 MiB)")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="skip the warm-up prediction when a version loads")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false",
+                   help="do not write a JSON access-log line per request")
+    p.set_defaults(handler=run_serve)
+
+
+def options_from_args(args: argparse.Namespace) -> ServeOptions:
+    if bool(args.path) == bool(args.model_config_file):
+        raise InputError("give either a model PATH or --model-config-file (exactly one)")
+    for flag in ("max_batch_size", "batch_timeout_micros", "port", "max_request_bytes"):
+        if getattr(args, flag) < 0:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+    for flag in ("num_batch_threads", "max_queue_size", "workers"):
+        if getattr(args, flag) < 1:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.poll_seconds < 0 or args.request_timeout <= 0:
+        raise InputError("--poll-seconds must be >= 0 and --request-timeout > 0")
+    return ServeOptions(
+        path=args.path, model_name=args.model_name, model_config_file=args.model_config_file,
+        host=args.host, port=args.port, max_batch_size=args.max_batch_size,
+        batch_timeout_micros=args.batch_timeout_micros, num_batch_threads=args.num_batch_threads,
+        max_queue_size=args.max_queue_size, workers=args.workers, poll_seconds=args.poll_seconds,
+        request_timeout=args.request_timeout, max_request_bytes=args.max_request_bytes,
+        warmup=args.warmup, access_log=args.access_log)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
+    from .server import serve
+
+    return serve(options)

@@ -1,0 +1,62 @@
+"""Request bodies within the size limit (gzip/deflate bodies inflated, also within it), and
+error responses in the one shape both protocols use: {"error": "..."}."""
+
+from __future__ import annotations
+
+import zlib
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .errors import ServingError, invalid, too_large
+
+# An oversized body is still read (and dropped) up to this much more, so the client gets the
+# 413 instead of a reset connection; past it the connection is closed.
+DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+def error_response(status: int, message: str) -> Response:
+    return Response(orjson.dumps({"error": message}), status_code=status,
+                    media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit()):
+        raise invalid(f"Content-Length must be a number of bytes, got {declared!r}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+        elif size > limit + DRAIN_LIMIT:
+            break
+    if size > limit:
+        raise too_large(f"Request body of {size} bytes is larger than the limit of {limit} bytes "
+                        "(--max-request-bytes)")
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding in ("gzip", "x-gzip"):
+        return _inflate(body, 16 + zlib.MAX_WBITS, limit, encoding)
+    if encoding == "deflate":
+        return _inflate(body, zlib.MAX_WBITS, limit, encoding)
+    raise ServingError("INVALID_ARGUMENT", f"Unsupported Content-Encoding {encoding!r}; use gzip or "
+                       "deflate", http_status=415)
+
+
+def _inflate(body: bytes, wbits: int, limit: int, encoding: str) -> bytes:
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise invalid(f"Request body is not valid {encoding} data: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise too_large(f"Request body inflates to more than the limit of {limit} bytes "
+                        "(--max-request-bytes)")
+    if not inflater.eof:
+        raise invalid(f"Request body is truncated {encoding} data")
+    return out

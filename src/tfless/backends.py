@@ -7,6 +7,7 @@ inputs, outputs, summary and batching behave exactly as with the NumPy backend.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,8 @@ class OnnxRuntimeModel(Model):
 
     backend = "onnxruntime"
 
-    def __init__(self, graph: Graph, optimize: bool = True, opset: int | None = None) -> None:
+    def __init__(self, graph: Graph, optimize: bool | Sequence[str] = True,
+                 opset: int | None = None) -> None:
         from .export.onnx import DEFAULT_OPSET, graph_to_onnx, ort_session, require_onnxruntime
 
         require_onnxruntime()
@@ -55,7 +57,7 @@ class OnnxRuntimeModel(Model):
         return super().__repr__()[:-1] + " backend: onnxruntime>"
 
 
-def load_backend(name: str, graph: Graph, optimize: bool = True) -> Model:
+def load_backend(name: str, graph: Graph, optimize: bool | Sequence[str] = True) -> Model:
     """A Model for `graph` that runs on backend `name`."""
     if name == "numpy":
         return Model(graph, optimize=optimize)

@@ -497,6 +497,17 @@ def test_bad_opset_and_batch(small_model: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_missing_extra_is_one_clear_error(small_model: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(tfless.MissingExtra, match=r"pip install 'tfless\[onnx\]'"):
+        tfless.load(small_model, backend="onnxruntime")
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(tfless.MissingExtra, match=r"pip install 'tfless\[onnx\]'"):
+        tfless.export_onnx(small_model, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_newest_opset_exports_and_checks(small_model: Path, tmp_path: Path) -> None:
     top = onnx.defs.onnx_opset_version()
     report = tfless.export_onnx(small_model, tmp_path / "top.onnx", opset=top)

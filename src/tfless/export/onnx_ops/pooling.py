@@ -6,6 +6,7 @@ import numpy as np
 
 from ...graph import Node
 from ...ops.convolutional import channels_first, geometry
+from ...ops.pooling import explicit_mask_input
 from ..onnx import OnnxBuilder, converter
 from .convolutional import from_channels_first, spatial_sizes, to_channels_first, window_pads
 
@@ -43,7 +44,8 @@ def convert_global_max(rank: int):
 def convert_global_average(rank: int):
     def convert(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
         axes, keepdims = _global_axes(node, rank)
-        mask = b.in_masks(node)[0]
+        explicit = explicit_mask_input(node.config)
+        mask = b.cast(xs[explicit], bool) if explicit is not None else b.in_masks(node)[0]
         if mask is None:
             return b.reduce("ReduceMean", xs[0], axes, keepdims)
         keep = b.op("Unsqueeze", [mask, b.i64([1 if axes[0] == 2 else -1])])

@@ -44,6 +44,25 @@ def test_batch_normalization_dense_and_renorm(api: str) -> None:
     check_parity(build, rand(3, 6), api=api)
 
 
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("shape", [(4, 4, 3), (5, 3), (2, 2, 2, 3)], ids=str)
+@pytest.mark.parametrize("epsilon", [1e-8, 1e-3])
+def test_batch_normalization_large_mean_tiny_variance(api: str, shape: tuple, epsilon: float) -> None:
+    """Far-off means and tiny variances expose the order of operations (tf_keras's fused
+    4D/5D kernel subtracts the mean first) and any clamping of epsilon."""
+    mean = np.float32([100.0, -50.0, 20.0])
+
+    def build(K):
+        inp = K.Input(shape)
+        model = K.Model(inp, K.layers.BatchNormalization(epsilon=epsilon)(inp))
+        model.set_weights([np.float32([1.5, 0.7, 1.2]), np.float32([0.1, -0.2, 0.3]), mean,
+                           np.float32([1e-6, 2e-6, 1e-7])])
+        return model
+
+    x = mean + np.random.default_rng(0).normal(0, 1e-3, (2, *shape)).astype("float32")
+    check_parity(build, x.astype("float32"), api=api, randomize=False)
+
+
 @pytest.mark.parametrize("axis", [[1, 3], [2, 3], [-1, 1]])
 def test_batch_normalization_multi_axis_tf_keras(axis: list) -> None:
     def build(K):

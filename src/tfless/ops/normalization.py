@@ -111,17 +111,27 @@ def build_batch_normalization(config: dict, weights: dict) -> Any:
     inv = F32(1) / np.sqrt(variance + epsilon)
     if gamma is not None:
         inv = inv * _virtual_batch_param(gamma, config)
-    shift = -mean * inv
-    if beta is not None:
-        shift = shift + _virtual_batch_param(beta, config)
-    inv, shift = inv.astype(F32), shift.astype(F32)
+    offset = np.zeros_like(mean) if beta is None else _virtual_batch_param(beta, config)
+    shift = offset - mean * inv
+    inv, shift, mean, offset = (a.astype(F32) for a in (inv, shift, mean, offset))
+    may_fuse = (config.get("keras_major") == 2 and config.get("fused") is not False
+                and not config.get("renorm") and not config.get("virtual_batch_size"))
+
+    def fused(axes: list[int], ndim: int) -> bool:
+        """tf_keras runs 4D/5D inputs normalized on axis 1 or the last one through its fused
+        kernel, which subtracts the mean first."""
+        return may_fuse and ndim in (4, 5) and len(axes) == 1 and axes[0] in (1, ndim - 1)
 
     # Keras 3 records the mask it passes to `call(mask=...)` as a second input; inference
     # with moving statistics does not read it.
     def run(x: np.ndarray, *mask_input: np.ndarray) -> np.ndarray:
         x = _as_float(x)
         axes = resolve_axes(axis, x.ndim, name)
-        return x * broadcast_param(inv, x.shape, axes) + broadcast_param(shift, x.shape, axes)
+        scale = broadcast_param(inv, x.shape, axes)
+        if fused(axes, x.ndim):
+            centered = x - broadcast_param(mean, x.shape, axes)
+            return centered * scale + broadcast_param(offset, x.shape, axes)
+        return x * scale + broadcast_param(shift, x.shape, axes)
 
     return run
 

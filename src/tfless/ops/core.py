@@ -67,7 +67,7 @@ def _einsum_weight_names(config: dict[str, Any]) -> list[str]:
     return ["kernel", "bias"] if config.get("bias_axes") else ["kernel"]
 
 
-@register("EinsumDense", weights=_einsum_weight_names, mask="keep")
+@register("EinsumDense", weights=_einsum_weight_names)
 def build_einsum_dense(config: dict, weights: dict) -> Any:
     check_no_quantization(config)
     equation = config["equation"]

@@ -223,8 +223,7 @@ CONV_LSTM_CASES = [
 @pytest.mark.parametrize("case", CONV_LSTM_CASES, ids=lambda c: f"{c[0]}-{'-'.join(c[2])}")
 def test_conv_lstm(api: str, case: tuple) -> None:
     cls, shape, options = case
-    if api == "tf_keras" and cls != "ConvLSTM2D":
-        options = dict(options)
+
     def build(K):
         inp = K.Input(shape)
         out = getattr(K.layers, cls)(**options)(inp)
@@ -292,7 +291,6 @@ def test_cudnn_layers_tf_keras_h5(cls: str, tmp_path: Path) -> None:
     from tf_keras.src.layers.rnn import cudnn_gru, cudnn_lstm
 
     inp = tf_keras.Input((6, 3))
-    masked = tf_keras.layers.Masking(0.0)(inp)
     if cls == "CuDNNLSTM":
         ref_layer = tf_keras.layers.LSTM(5, return_sequences=True, return_state=True)
         cudnn = cudnn_lstm.CuDNNLSTM(5, return_sequences=True, return_state=True)
@@ -314,7 +312,6 @@ def test_cudnn_layers_tf_keras_h5(cls: str, tmp_path: Path) -> None:
         cudnn.set_weights(_to_cudnn(kernel, recurrent, bias.reshape(-1), 3))
     path = tmp_path / "cudnn.h5"
     stored.save(path)
-    del masked
     assert_close(tfless.load(path).predict(x), want, cls)
 
 
@@ -380,3 +377,15 @@ def test_unsupported_rnn_cell_is_named(tmp_path: Path) -> None:
     model.save_weights(tmp_path / "w.h5")
     with pytest.raises(tfless.UnsupportedLayer, match="PeepholeLSTMCell"):
         tfless.load(tmp_path / "m.json", weights=tmp_path / "w.h5")
+
+
+def test_time_distributed_nested_model_is_refused(tmp_path: Path) -> None:
+    import tf_keras
+
+    inner = tf_keras.Sequential([tf_keras.layers.Dense(3, input_shape=(4,))])
+    inp = tf_keras.Input((5, 4))
+    model = tf_keras.Model(inp, tf_keras.layers.TimeDistributed(inner)(inp))
+    path = tmp_path / "td.h5"
+    model.save(path)
+    with pytest.raises(tfless.UnsupportedLayer, match="TimeDistributed around a nested model"):
+        tfless.load(path)

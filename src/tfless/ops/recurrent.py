@@ -11,6 +11,15 @@ step for the recurrence. The scan follows Keras's `backend.rnn` exactly:
   returns the outputs in that reversed order;
 - `time_major` (Keras 2) reads and writes `(time, batch, ...)`.
 
+`stateful=True` layers run every predict call from zero states. That is Keras's result for
+the first batch a freshly loaded model sees (Keras does not save RNN states), and Keras
+only accepts batches of the layer's fixed batch size; since Keras then carries the states
+into the next batch, an input whose batch differs from the fixed size (when the config
+records it) is refused with an InputError instead of silently diverging.
+
+`TimeDistributed` runs any registered single-output layer on the time axis folded into the
+batch; a nested model inside it is refused with UnsupportedLayer.
+
 Weights are converted once at build time into Keras 3's layout (kernel, recurrent_kernel,
 bias with gates i,f,c,o for LSTM and z,r,h for GRU): Keras 1 per-gate arrays are
 concatenated and Keras 2 `CuDNNLSTM`/`CuDNNGRU` weights are converted with the rules of

@@ -30,6 +30,7 @@ TF_CASES = [
     ("slice_int", lambda tf, a, b: a[:, 0]),
     ("slice_negative", lambda tf, a, b: a[..., -1:] + a[:, ::-1, -2:]),
     ("slice_mixed", lambda tf, a, b: a[:, -1, 2:5:2]),
+    ("slice_dynamic", lambda tf, a, b: a[:, : tf.shape(a)[1] - 1, 1:]),
     ("concat", lambda tf, a, b: tf.concat([a, b, a], axis=-1)),
     ("concat_axis1", lambda tf, a, b: tf.concat([a, b], 1)),
     ("stack", lambda tf, a, b: tf.stack([a, b], axis=1)),

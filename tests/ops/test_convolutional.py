@@ -233,17 +233,27 @@ def test_conv_on_extra_batch_axes_tf_keras() -> None:
 
 
 def test_large_input_runs_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The im2col buffer is split over batch items and output rows when it exceeds its budget."""
+    """The im2col buffer and the depthwise accumulator are split over batch items and output
+    rows when they exceed their budgets."""
     from tfless.ops import convolutional
 
     def build(K):
+        L = K.layers
         inp = K.Input((12, 10, 3))
-        return K.Model(inp, [K.layers.Conv2D(4, 3, padding="same")(inp),
-                             K.layers.Conv2D(6, 3, groups=3, strides=2)(inp)])
+        return K.Model(inp, [L.Conv2D(4, 3, padding="same")(inp),
+                             L.Conv2D(6, 3, groups=3, strides=2)(inp),
+                             L.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(inp),
+                             L.DepthwiseConv2D(2, strides=(2, 3), activation="tanh")(inp),
+                             L.DepthwiseConv2D(3, dilation_rate=2, padding="same")(inp),
+                             L.SeparableConv2D(5, 3, strides=2, padding="same")(inp)])
 
-    monkeypatch.setattr(convolutional, "IM2COL_BUDGET", 400)  # < one item: splits rows
+    # Less than one item: splits output rows.
+    monkeypatch.setattr(convolutional, "IM2COL_BUDGET", 400)
+    monkeypatch.setattr(convolutional, "DEPTHWISE_BLOCK", 50)
     check_parity(build, rand(3, 12, 10, 3), formats=("keras",))
-    monkeypatch.setattr(convolutional, "IM2COL_BUDGET", 12 * 10 * 27 * 2)  # two items per chunk
+    # Two items per chunk.
+    monkeypatch.setattr(convolutional, "IM2COL_BUDGET", 12 * 10 * 27 * 2)
+    monkeypatch.setattr(convolutional, "DEPTHWISE_BLOCK", 12 * 10 * 6 * 2)
     check_parity(build, rand(3, 12, 10, 3), formats=("keras",))
 
 

@@ -27,13 +27,15 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
-from .activations import get_activation
+from .activations import activation_name, get_activation
 from .core import check_no_quantization
 from .registry import register
 
 F32 = np.float32
 # Upper bound on the im2col buffer (elements) built at once; larger inputs run in chunks.
 IM2COL_BUDGET = 1 << 23
+# Output elements a depthwise convolution computes at once (about L2-cache sized).
+DEPTHWISE_BLOCK = 1 << 15
 
 Pads = list[tuple[int, int]]
 
@@ -118,14 +120,17 @@ class Geometry:
 
 
 def geometry(config: dict, rank: int, allow_causal: bool, size_field: str = "kernel_size",
-             default_size: Any = None) -> Geometry:
+             default_size: Any = None, pooling: bool = False) -> Geometry:
+    """The window geometry in a layer config; pooling strides default to the pool size."""
     layer = config.get("name", "")
     size = config.get(size_field, default_size)
     if size is None:
         raise ModelFormatError(f"layer '{layer}': config has no {size_field}")
     kernel = int_tuple(size, rank, size_field, layer)
     strides = config.get("strides")
-    strides = int_tuple(kernel if strides is None else strides, rank, "strides", layer)
+    if strides is None:
+        strides = kernel if pooling else 1
+    strides = int_tuple(strides, rank, "strides", layer)
     dilation = int_tuple(config.get("dilation_rate", 1), rank, "dilation_rate", layer)
     padding = str(config.get("padding", "valid")).lower()
     allowed = ("valid", "same", "causal") if allow_causal else ("valid", "same")
@@ -170,16 +175,17 @@ def _check_channels(layer: str, x: np.ndarray, expected: int) -> None:
 
 
 # ----- regular convolution ---------------------------------------------------------------
-def _chunks(batch: int, out: tuple[int, ...], per_position: int) -> list[tuple]:
-    """Index blocks over (batch, first output axis) whose im2col buffer fits the budget."""
+def _chunks(batch: int, out: tuple[int, ...], per_position: int, budget: int) -> list[tuple]:
+    """Index blocks over (batch, first output axis) of at most `budget` elements
+    (`per_position` per output position), or one row of one item if that is larger."""
     per_item = math.prod(out) * per_position
-    if batch * per_item <= IM2COL_BUDGET:
-        return [(slice(None),)]
-    if per_item <= IM2COL_BUDGET:
-        step = IM2COL_BUDGET // per_item
+    if batch * per_item <= budget:
+        return [(slice(0, batch),)]
+    if per_item <= budget:
+        step = budget // per_item
         return [(slice(b, b + step),) for b in range(0, batch, step)]
     # One item is too large on its own: split its first output axis as well.
-    rows = max(1, IM2COL_BUDGET // (per_item // out[0]))
+    rows = max(1, budget // (per_item // out[0]))
     return [(slice(b, b + 1), slice(r, r + rows)) for b in range(batch) for r in range(0, out[0], rows)]
 
 
@@ -202,7 +208,7 @@ def conv_channels_last(x: np.ndarray, geo: Geometry, wmat: np.ndarray, groups: i
     windows = np.moveaxis(windows, rank + 1, -1)
     taps = math.prod(geo.kernel)
     y = np.empty((x.shape[0], *out, filters), dtype=np.result_type(x.dtype, wmat.dtype))
-    for block in _chunks(x.shape[0], out, taps * n_in):
+    for block in _chunks(x.shape[0], out, taps * n_in, IM2COL_BUDGET):
         cols = windows[block]
         dst = y[block].reshape(-1, filters)  # a view: blocks split only the leading axes
         if groups == 1:
@@ -264,10 +270,21 @@ def _bias_weights(*kernels: str) -> Callable[[dict], list[str]]:
     return names
 
 
+# Activations applied in place on the layer's own freshly computed output (saves a pass
+# and an output-sized allocation on the most common conv activations).
+INPLACE_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "linear": lambda y: y,
+    "relu": lambda y: np.maximum(y, F32(0), out=y),
+    "relu6": lambda y: np.clip(y, F32(0), F32(6), out=y),
+}
+
+
 def _finish(config: dict, weights: dict) -> tuple[np.ndarray | None, Callable]:
     bias = weights.get("bias")
-    return (None if bias is None else np.asarray(bias, F32).reshape(-1),
-            get_activation(config.get("activation"), config.get("name", "")))
+    name = activation_name(config.get("activation"))
+    act = INPLACE_ACTIVATIONS.get(name) or get_activation(config.get("activation"),
+                                                          config.get("name", ""))
+    return None if bias is None else np.asarray(bias, F32).reshape(-1), act
 
 
 def _unfold(y: np.ndarray, lead: tuple[int, ...], first: bool) -> np.ndarray:
@@ -326,19 +343,49 @@ for _rank in (1, 2, 3):
 
 
 # ----- depthwise and separable convolution -------------------------------------------------
-def depthwise_channels_last(x: np.ndarray, geo: Geometry, kernel: np.ndarray) -> np.ndarray:
-    """Depthwise convolution of (batch, *spatial, C) with kernel (*k, C, M) -> (batch, *out, C*M)."""
+def depthwise_channels_last(x: np.ndarray, geo: Geometry, kernel: np.ndarray,
+                            bias: np.ndarray | None = None,
+                            act: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Depthwise convolution of (batch, *spatial, C) with kernel (*k, C, M) -> (batch, *out, C*M),
+    plus optional bias and activation.
+
+    Output channel c*M + m reads input channel c, so with M > 1 the input channels are
+    repeated M times first; every tap is then one multiply-add over whole channel rows
+    (a trailing axis of size M would make NumPy's inner loops M elements long). The output
+    is computed in cache-sized blocks of batch items / output rows, so the per-tap passes
+    (and the bias and activation) stay in cache.
+    """
+    n_in, mult = kernel.shape[-2], kernel.shape[-1]
+    width = n_in * mult
+    if mult > 1:
+        x = np.repeat(x, mult, axis=-1)
+    taps = kernel.reshape((*kernel.shape[:-2], width))
     xp = pad_spatial(x, geo.pads(x.shape[1:-1]))
     out = geo.out_sizes(xp.shape[1:-1])
-    n_in, mult = kernel.shape[-2], kernel.shape[-1]
-    dtype = np.result_type(x.dtype, kernel.dtype)
-    acc = np.zeros((x.shape[0], *out, n_in, mult), dtype=dtype)
-    tmp = np.empty_like(acc)
-    for tap in np.ndindex(*geo.kernel):
-        view = xp[(slice(None), *geo.tap_slices(tap, out), slice(None), None)]
-        np.multiply(view, kernel[tap], out=tmp)
-        acc += tmp
-    return acc.reshape((x.shape[0], *out, n_in * mult))
+    acc = np.empty((x.shape[0], *out, width), dtype=np.result_type(x.dtype, kernel.dtype))
+    blocks = _chunks(x.shape[0], out, width, DEPTHWISE_BLOCK)
+    tmp = np.empty(acc[blocks[0]].size, dtype=acc.dtype)
+    stride0, dilation0 = geo.strides[0], geo.dilation[0]
+    for block in blocks:
+        dst = acc[block]
+        scratch = tmp[: dst.size].reshape(dst.shape)
+        rows = block[1] if len(block) > 1 else slice(0, out[0])
+        first_row, last_row = rows.start, min(rows.stop, out[0]) - 1
+        for i, tap in enumerate(np.ndindex(*geo.kernel)):
+            index = list(geo.tap_slices(tap, out))
+            start = tap[0] * dilation0
+            index[0] = slice(start + first_row * stride0, start + last_row * stride0 + 1, stride0)
+            view = xp[(block[0], *index)]
+            np.multiply(view, taps[tap], out=dst if i == 0 else scratch)
+            if i:
+                dst += scratch
+        if bias is not None:
+            dst += bias
+        if act is not None:
+            res = act(dst)
+            if res is not dst:
+                dst[...] = res
+    return acc
 
 
 def _depthwise_kernel(config: dict, weights: dict, rank: int, geo: Geometry, key: str,
@@ -361,10 +408,7 @@ def make_depthwise(rank: int) -> Callable[[dict, dict], Callable]:
         def run(x: np.ndarray) -> np.ndarray:
             xc, lead = _batched_input(x, rank, first, name)
             _check_channels(name, xc, kernel.shape[-2])
-            y = depthwise_channels_last(xc, geo, kernel)
-            if bias is not None:
-                y += bias
-            return _unfold(act(y), lead, first)
+            return _unfold(depthwise_channels_last(xc, geo, kernel, bias, act), lead, first)
 
         return run
 

@@ -65,7 +65,7 @@ def make_pool(rank: int, kind: str) -> Callable[[dict, dict], Callable]:
     def build(config: dict, weights: dict) -> Callable:
         name = config.get("name", "")
         geo = geometry(config, rank, allow_causal=False, size_field="pool_size",
-                       default_size=2)
+                       default_size=2, pooling=True)
         first = channels_first(config, name)
 
         def run(x: np.ndarray) -> np.ndarray:

@@ -105,6 +105,13 @@ def _keras2_activations(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def _is_keras_op_only(cls: str) -> bool:
+    """A class name tfless knows only as a raw keras.ops call, not as a layer."""
+    from ..ops import REGISTRY
+
+    return cls not in REGISTRY and f"keras.ops.{cls}" in REGISTRY
+
+
 def normalize_layer(layer: dict[str, Any], keras_major: int) -> dict[str, Any]:
     """A copy of a layer entry with its class and config in modern spelling."""
     cls = layer.get("class_name")
@@ -123,6 +130,9 @@ def normalize_layer(layer: dict[str, Any], keras_major: int) -> dict[str, Any]:
     cls = CLASS_RENAMES.get(cls, cls)
     if isinstance(module, str) and module.startswith(KERAS_OPS_MODULES):
         # a raw keras.ops call recorded in a Keras 3 Functional model, not a layer
+        cls = f"keras.ops.{cls}"
+    elif module is None and keras_major >= 3 and _is_keras_op_only(cls):
+        # Keras 3 .h5 files drop `module`, e.g. the NotEqual op computing an Embedding mask
         cls = f"keras.ops.{cls}"
     if isinstance(cfg, dict):
         cfg = dict(cfg)

@@ -456,9 +456,7 @@ def _weights_in_keras_layout(cls: str, config: dict[str, Any], weights: dict[str
 
 
 def _activation(config: dict[str, Any], key: str, default: str) -> Callable:
-    value = config.get(key, default)
-    return get_activation(default if value is None and key == "recurrent_activation" else value,
-                          config.get("name", ""))
+    return get_activation(config.get(key, default), config.get("name", ""))
 
 
 def _gru_reset_after(config: dict[str, Any], bias: np.ndarray | None) -> bool:
@@ -480,7 +478,9 @@ def build_cell(cls: str, config: dict[str, Any], weights: dict[str, np.ndarray])
     if cls in ("LSTM", "CuDNNLSTM"):
         return LSTMCell(kernel, recurrent, bias, act, rec_act)
     reset_after = True if cls == "CuDNNGRU" else _gru_reset_after(config, bias)
-    if bias is not None and (bias.ndim == 2) != reset_after and bias.size != 6 * recurrent.shape[0]:
+    units = recurrent.shape[0]
+    if bias is not None and (bias.size != 3 * units * (2 if reset_after else 1)
+                             or (not reset_after and bias.ndim != 1)):
         raise ModelFormatError(
             f"layer '{config.get('name', '')}': GRU bias of shape {bias.shape} does not fit "
             f"reset_after={reset_after}"

@@ -32,9 +32,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CONCURRENCY = (1, 8, 64)
-BATCHING = {"off": [], "on": ["--max-batch-size", "64"]}
-# model -> (protocol, requests per level for the default run)
-SCENARIOS = {"mlp": ("v1-json", 2000), "mobilenet_v2": ("v2-binary", 150)}
+# model -> (protocol, requests per level for the default run, max batch size with batching on,
+#           also run with two server processes)
+SCENARIOS = {"mlp": ("v1-json", 2000, 64, True), "mobilenet_v2": ("v2-binary", 150, 8, False)}
 
 
 @dataclass
@@ -70,8 +70,13 @@ def request_body(model: str, x: np.ndarray, input_name: str) -> tuple[str, bytes
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of the server and its worker processes."""
     text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
+    total = int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += rss_mb(int(child))
+    return total
 
 
 def run_level(port: int, path: str, body: bytes, headers: dict, concurrency: int,
@@ -149,16 +154,20 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait(10)
 
 
-def in_process_ms(model_path: Path, x: np.ndarray, calls: int = 50) -> float:
+def in_process_ms(model_path: Path, x: np.ndarray, calls: int = 30) -> float:
+    """Median Model.predict time, with the BLAS threads the server gives each model call."""
+    from threadpoolctl import threadpool_limits
+
     import tfless
 
     model = tfless.load(model_path)
-    model.predict(x)
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
+    with threadpool_limits(limits=1, user_api="blas"):
         model.predict(x)
-        times.append(time.perf_counter() - start)
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            model.predict(x)
+            times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000)
 
 
@@ -181,32 +190,46 @@ def main(argv: list[str] | None = None) -> int:
     levels: list[Level] = []
     notes: list[str] = []
     for name in args.models:
-        protocol, default_count = SCENARIOS[name]
+        protocol, default_count, max_batch, two_workers = SCENARIOS[name]
         spec = tfless.load(paths[name]).inputs[0]
         x = np.random.default_rng(0).uniform(0, 1, (1, *spec.shape[1:])).astype(np.float32)
         path, body, headers = request_body(name, x, spec.name)
         path = path.format(m=name)
-        notes.append(f"{name}: in-process Model.predict, one example: "
-                     f"{in_process_ms(paths[name], x):.2f} ms; request body {len(body):,} bytes")
-        for mode, extra in BATCHING.items():
+        count = args.requests or default_count
+        notes.append(f"- {name}: in-process Model.predict of one example (1 BLAS thread, as in "
+                     f"the server): {in_process_ms(paths[name], x):.2f} ms; request body "
+                     f"{len(body):,} bytes")
+        modes = [("off", []), (f"on (<= {max_batch})", ["--max-batch-size", str(max_batch)])]
+        if two_workers:
+            modes.append(("off, 2 workers", ["--workers", "2"]))
+        for mode, extra in modes:
             with tempfile.TemporaryDirectory() as tmp:
                 proc, port = start_server(paths[name], name, extra, Path(tmp) / "server.log")
                 try:
                     run_level(port, path, body, headers, 4, 20, 30)  # warm-up, not reported
                     for c in CONCURRENCY:
-                        count = args.requests or default_count
                         total, errors, seconds, lat = run_level(port, path, body, headers, c,
                                                                 count, args.seconds)
                         levels.append(Level(name, protocol, mode, c, total, errors, seconds, lat,
                                             rss_mb(proc.pid)))
                         print(levels[-1].row(), file=sys.stderr, flush=True)
+                    first = levels[-1].rss_mb
+                    repeats = []
+                    for _ in range(2):  # the 64-client level again: memory must not keep growing
+                        _, errors, _, _ = run_level(port, path, body, headers, 64, count, args.seconds)
+                        levels[-1].errors += errors
+                        repeats.append(rss_mb(proc.pid))
+                    notes.append(f"- {name}, batching {mode}: server RSS after the 64-client level "
+                                 f"{first:.0f} MB, after two repeats of it "
+                                 f"{', '.join(f'{r:.0f}' for r in repeats)} MB")
                 finally:
                     stop_server(proc)
     header = ("| model | protocol | batching | concurrency | requests | errors | req/s | "
               "p50 ms | p99 ms | server RSS MB |\n|---|---|---|---|---|---|---|---|---|---|")
-    cpu = os.cpu_count()
+    load = os.getloadavg()[0]
     table = "\n".join([header, *[lv.row() for lv in levels], "", *notes,
-                       f"machine: {cpu} CPU cores; client threads run on the same machine"])
+                       f"- machine: {os.cpu_count()} CPU cores, load average {load:.1f} at the end; "
+                       "the client threads run on the same cores"])
     print(table)
     if args.output:
         args.output.write_text(table + "\n")

@@ -184,3 +184,16 @@ def test_bounded_concurrent_load_with_batching(serve, models: Models) -> None:
            if s.name.startswith("tfless_batch_size_")}
     assert fam["tfless_batch_size_sum"] == sum(len(x) for x in inputs)
     assert fam["tfless_batch_size_count"] < len(inputs)  # requests were merged
+
+
+def test_keep_alive_responses_are_not_delayed(serve, models: Models) -> None:
+    """Without TCP_NODELAY, Nagle + delayed ACK add ~40 ms to every keep-alive response."""
+    server = serve(models.mlp, "--no-access-log")
+    times = []
+    with requests.Session() as s:
+        for _ in range(20):
+            start = time.perf_counter()
+            assert s.post(f"{server.url}/v1/models/default:predict", json=BODY,
+                          timeout=10).status_code == 200
+            times.append(time.perf_counter() - start)
+    assert min(times) < 0.02, f"fastest keep-alive request took {min(times) * 1000:.1f} ms"

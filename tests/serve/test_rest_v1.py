@@ -202,3 +202,12 @@ def test_access_log_is_json_lines(server: Server, tmp_path: Path) -> None:
     assert hits and {"ts", "client", "method", "path", "status", "ms", "bytes_in", "bytes_out",
                      "version"} <= set(hits[-1])
     assert hits[-1]["client"].startswith("127.0.0.1:")
+
+
+def test_large_request_converted_off_the_event_loop(server: Server, models: Models) -> None:
+    """~700 KB of JSON each way: parsed and encoded on a thread, same answer."""
+    x = np.random.default_rng(9).uniform(-1, 1, (20000, 4)).astype(np.float32)
+    r = post(server, "/v1/models/mlp:predict", {"instances": x.tolist()})
+    assert r.status_code == 200, r.text
+    np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32),
+                                  predict(models.mlp, x))

@@ -3,7 +3,10 @@ error responses in the one shape both protocols use: {"error": "..."}."""
 
 from __future__ import annotations
 
+import asyncio
 import zlib
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -11,9 +14,20 @@ from starlette.responses import Response
 
 from .errors import ServingError, invalid, too_large
 
+T = TypeVar("T")
+# Parsing or encoding more than this many bytes runs on a thread, so one large request does
+# not hold up the event loop (and every other request) while it is converted.
+OFFLOAD_BYTES = 256 * 1024
 # An oversized body is still read (and dropped) up to this much more, so the client gets the
 # 413 instead of a reset connection; past it the connection is closed.
 DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+async def convert(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args), on a worker thread when it handles more than OFFLOAD_BYTES."""
+    if size < OFFLOAD_BYTES:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
 
 
 def error_response(status: int, message: str) -> Response:

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from .. import __version__
 from ..graph import TensorSpec
 from .errors import invalid
-from .http_body import read_body
+from .http_body import convert, read_body
 from .repository import Servable
 from .tensors import V2_TO_NUMPY, check_shape, dumps, dumps_arrays, loads, spec_dtype, to_array, v2_datatype
 
@@ -98,14 +98,15 @@ async def infer(request: Request) -> Response:
     with server.repository.use(name, version) as servable:
         request.state.version = str(servable.version)
         header_length = request.headers.get("inference-header-content-length")
-        doc, arrays = parse_infer_request(body, header_length, servable)
+        doc, arrays = await convert(len(body), parse_infer_request, body, header_length, servable)
         wanted = requested_outputs(doc, servable)
         timeout = server.options.request_timeout
         client_timeout = (doc.get("parameters") or {}).get("timeout")
         if isinstance(client_timeout, int) and client_timeout > 0:
             timeout = min(timeout, client_timeout / 1e6)
         outputs = await servable.infer(arrays, timeout)
-        return encode_infer_response(doc, servable, outputs, wanted)
+        size = sum(o.nbytes for o in outputs) * 3
+        return await convert(size, encode_infer_response, doc, servable, outputs, wanted)
 
 
 def parse_infer_request(body: bytes, header_length: str | None,

@@ -29,6 +29,7 @@ from .errors import ServingError, invalid, not_found
 from .metrics import ServingMetrics
 from .model_config import ModelSource, model_file_in, version_dirs
 from .options import ServeOptions
+from .tensors import spec_dtype
 
 log = logging.getLogger("tfless.serve")
 
@@ -107,8 +108,7 @@ class Servable:
 
 def warm_up(model: Any, batch: int = 1) -> None:
     """One prediction on zeros, so a model that loads but cannot run never serves."""
-    arrays = [np.zeros((batch, *(1 if d is None else d for d in spec.shape[1:])),
-                       dtype=np.dtype(spec.dtype) if spec.dtype in np.sctypeDict else np.float32)
+    arrays = [np.zeros((batch, *(1 if d is None else d for d in spec.shape[1:])), spec_dtype(spec))
               for spec in model.inputs]
     model.predict(arrays)
 
@@ -147,6 +147,7 @@ class _Entry:
         self.statuses: dict[int, VersionStatus] = {}
         self.failed: dict[int, tuple] = {}
         self.warned_empty = False
+        self.poll_error = ""
 
     def latest(self) -> Servable | None:
         live = self.live
@@ -194,8 +195,11 @@ class Repository:
                     continue
                 try:
                     self.poll(entry.source.name)
+                    entry.poll_error = ""
                 except TflessError as exc:
-                    log.warning("model '%s': %s", entry.source.name, exc)
+                    if str(exc) != entry.poll_error:  # say it once, not every poll
+                        log.warning("model '%s': %s", entry.source.name, exc)
+                    entry.poll_error = str(exc)
 
     def close(self) -> None:
         """Stop polling and unload everything, letting in-flight requests finish."""

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from ..graph import TensorSpec
 from .errors import ServingError, invalid
-from .http_body import read_body
+from .http_body import convert, read_body
 from .repository import Servable
 from .tensors import check_shape, dumps, dumps_arrays, loads, spec_dtype, tf_dtype, to_array
 
@@ -30,8 +30,12 @@ SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 
 
-def json_response(payload: Any, body: bytes | None = None) -> Response:
-    return Response(body if body is not None else dumps(payload), media_type="application/json")
+def json_response(payload: Any) -> Response:
+    return json_bytes_response(dumps(payload))
+
+
+def json_bytes_response(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
 
 
 async def handle(request: Request) -> Response:
@@ -63,15 +67,17 @@ async def _predict_like(request: Request, server: Any, name: str, version: int |
     body = await read_body(request, server.options.max_request_bytes)
     with server.repository.use(name, version, label) as servable:
         request.state.version = str(servable.version)
-        doc = loads(body)
+        doc = await convert(len(body), loads, body)
         if not isinstance(doc, dict):
             raise invalid("The request body must be a JSON object, e.g. {\"instances\": [...]}")
         _check_signature(doc)
         if verb != "predict":
             return _classify_or_regress(doc, verb)
-        arrays, rows = parse_predict_request(doc, servable.inputs)
+        arrays, rows = await convert(len(body), parse_predict_request, doc, servable.inputs)
         outputs = await servable.infer(arrays, server.options.request_timeout)
-        return json_response(None, encode_predict_response(outputs, servable.outputs, rows))
+        size = sum(o.nbytes for o in outputs) * 3  # ~3 JSON bytes per byte of float32
+        return json_bytes_response(await convert(size, encode_predict_response, outputs,
+                                                 servable.outputs, rows))
 
 
 def _check_signature(doc: dict) -> None:

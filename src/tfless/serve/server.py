@@ -92,9 +92,11 @@ def serve(options: ServeOptions) -> int:
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
-    """The listening socket. Made with proto=IPPROTO_TCP because asyncio turns on TCP_NODELAY
-    for accepted connections only then; uvicorn's own bind_socket() leaves proto 0, and
-    Nagle's algorithm with delayed ACKs then adds ~40 ms to every keep-alive response."""
+    """The listening socket, listening from the moment the URL is announced.
+
+    Made with proto=IPPROTO_TCP because asyncio turns on TCP_NODELAY for accepted
+    connections only then; uvicorn's own bind_socket() leaves proto 0, and Nagle's
+    algorithm with delayed ACKs then adds ~40 ms to every keep-alive response."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -103,6 +105,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(2048)  # clients wait in the backlog until the server accepts, never refused
     sock.set_inheritable(True)
     return sock
 

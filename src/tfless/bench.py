@@ -195,6 +195,8 @@ def worker(kind: str, side: str, spec: dict) -> dict:
         return {"peak_rss_mb": _peak_rss_mb()}
     if kind == "convert_tflite":
         return _convert_tflite(spec)
+    if kind == "input_specs":
+        return _input_specs(spec)
     out: dict[str, Any] = {}
     x1 = _load_inputs(spec, 1)
     xb = _load_inputs(spec, spec["throughput_batch"])
@@ -206,6 +208,15 @@ def worker(kind: str, side: str, spec: dict) -> dict:
         out[f"throughput_{mode}"] = _throughput(lambda c=call: c(xb), len(xb[0]) if xb else 1,
                                                 spec["throughput_seconds"])
     return out
+
+
+def _input_specs(spec: dict) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    model = keras.saving.load_model(spec["path"], compile=False)
+    return {"inputs": [[list(t.shape), str(getattr(t.dtype, "name", t.dtype))]
+                       for t in model.inputs]}
 
 
 def _convert_tflite(spec: dict) -> dict:
@@ -295,28 +306,40 @@ def prepare(name: str, path: Path, settings: Settings, token_range: int | None =
     """Read the model's inputs with tfless, write fixed random inputs, export ONNX."""
     import numpy as np
 
+    from .errors import TflessError
     from .formats import read_graph
     from .model import Model
 
-    graph = read_graph(path)
+    spec: dict[str, Any] = {"name": name, "path": str(path.resolve())}
+    try:
+        graph = read_graph(path)
+        inputs = [(s.shape, s.dtype) for s in graph.inputs]
+        spec["params"] = graph.param_count()
+    except TflessError as exc:
+        # tfless cannot read it: its cells say why, the other sides still run
+        spec["tfless_error"] = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
+        specs = spawn("input_specs", "tf", spec, settings)[0]["inputs"]
+        inputs = [(tuple(shape), dtype) for shape, dtype in specs]
     rng = np.random.default_rng(0)
     arrays = {}
-    for i, s in enumerate(graph.inputs):
-        shape = (4, *(32 if d is None else d for d in s.shape[1:]))
-        if s.dtype.startswith(("int", "uint")) or token_range:
+    for i, (shape_spec, dtype) in enumerate(inputs):
+        shape = (4, *(32 if d is None else d for d in shape_spec[1:]))
+        if dtype.startswith(("int", "uint")) or token_range:
             arrays[f"input_{i}"] = rng.integers(1, token_range or 10, shape).astype(
-                s.dtype if s.dtype.startswith(("int", "uint")) else np.float32)
+                dtype if dtype.startswith(("int", "uint")) else np.float32)
         else:
             arrays[f"input_{i}"] = rng.uniform(0, 1, shape).astype(np.float32)
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
     stem = settings.cache_dir / f"{name}-{digest}"
     np.savez(f"{stem}-inputs.npz", **arrays)
-    spec = {"name": name, "path": str(path.resolve()), "inputs": f"{stem}-inputs.npz",
-            "params": graph.param_count(), "onnx": f"{stem}.onnx", "tflite": f"{stem}.tflite",
+    spec.update({"inputs": f"{stem}-inputs.npz", "onnx": f"{stem}.onnx", "tflite": f"{stem}.tflite",
             "latency_calls": settings.latency_calls, "warmup_calls": settings.warmup_calls,
             "throughput_batch": settings.throughput_batch,
-            "throughput_seconds": settings.throughput_seconds}
+            "throughput_seconds": settings.throughput_seconds})
+    if "tfless_error" in spec:
+        spec["onnx_error"] = "needs the tfless graph (ONNX is exported by tfless)"
+        return spec
     try:
         from .export import export_onnx
 
@@ -330,6 +353,8 @@ def measure(spec: dict, settings: Settings, sides: dict[str, str | None],
             log: Callable[[str], None]) -> ModelResult:
     res = ModelResult(spec["name"], spec["path"], spec.get("params"))
     usable = dict(sides)
+    if spec.get("tfless_error"):
+        usable["tfless"] = spec["tfless_error"]
     if spec.get("onnx_error") and usable.get("ort") is None:
         usable["ort"] = spec["onnx_error"]
     if usable.get("litert") is None and usable.get("tf") is None:
@@ -580,6 +605,7 @@ def run_bench(models: Sequence[tuple[str, Path, int | None]], settings: Settings
         log(f"[bench] {name}: preparing inputs and ONNX export")
         spec = prepare(name, Path(path), settings, token_range)
         results.append(measure(spec, settings, sides, log))
+        log(f"[bench] {name} done: " + json.dumps(results[-1].__dict__, default=str))
     return format_tables(results, settings, sides, with_footprint)
 
 

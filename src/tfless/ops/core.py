@@ -128,7 +128,15 @@ def build_masking(config: dict, weights: dict) -> Any:
     return run
 
 
+@register("LayerScale", weights=("gamma",), mask="keep")
+def build_layer_scale(config: dict, weights: dict) -> Any:
+    """ConvNeXt's per-channel scale (keras.applications.convnext.LayerScale): x * gamma."""
+    gamma = weights["gamma"]
+    return lambda x: x * gamma
+
+
 INFERENCE_NOOPS = (
+    "StochasticDepth",
     "Identity", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
     "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization",
     "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast",

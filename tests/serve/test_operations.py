@@ -26,6 +26,18 @@ def _predict(url: str, model: str = "default", timeout: float = 30) -> requests.
     return requests.post(f"{url}/v1/models/{model}:predict", json=BODY, timeout=timeout)
 
 
+def _wait_for_queue_depth(url: str, depth: int, seconds: float = 30) -> None:
+    """Until the server reports `depth` requests waiting in its batcher (bounded)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        text = requests.get(f"{url}/metrics", timeout=10).text
+        if any(s.name == "tfless_queue_depth" and s.value == depth
+               for fam in text_string_to_metric_families(text) for s in fam.samples):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"queue depth never reached {depth}")
+
+
 def test_metrics_on_both_paths(serve, models: Models) -> None:
     server = serve(models.mlp, "--model-name", "mlp", "--max-batch-size", "8")
     for _ in range(3):
@@ -68,12 +80,12 @@ def test_body_limits(serve, models: Models) -> None:
 
 
 def test_request_timeout_and_full_queue(serve, models: Models) -> None:
-    # One worker thread, batches that wait 2 s to fill, room for two queued requests.
-    server = serve(models.mlp, "--max-batch-size", "64", "--batch-timeout-micros", "2000000",
-                   "--num-batch-threads", "1", "--max-queue-size", "2", "--request-timeout", "5")
+    # One worker thread, batches that wait 5 s to fill, room for two queued requests.
+    server = serve(models.mlp, "--max-batch-size", "64", "--batch-timeout-micros", "5000000",
+                   "--num-batch-threads", "1", "--max-queue-size", "2", "--request-timeout", "20")
     with ThreadPoolExecutor(2) as pool:
         waiting = [pool.submit(_predict, server.url) for _ in range(2)]
-        time.sleep(0.5)
+        _wait_for_queue_depth(server.url, 2)
         refused = _predict(server.url)
         assert refused.status_code == 429, refused.text
         assert "queue" in refused.json()["error"]
@@ -92,10 +104,10 @@ def test_deadline_exceeded(serve, models: Models) -> None:
 
 
 def test_sigterm_finishes_requests_in_flight(serve, models: Models) -> None:
-    server = serve(models.mlp, "--max-batch-size", "64", "--batch-timeout-micros", "1500000")
+    server = serve(models.mlp, "--max-batch-size", "64", "--batch-timeout-micros", "3000000")
     with ThreadPoolExecutor(3) as pool:
         in_flight = [pool.submit(_predict, server.url) for _ in range(3)]
-        time.sleep(0.4)
+        _wait_for_queue_depth(server.url, 3)
         server.proc.send_signal(signal.SIGTERM)
         responses = [f.result(timeout=30) for f in in_flight]
     assert [r.status_code for r in responses] == [200, 200, 200]

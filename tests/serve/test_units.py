@@ -125,7 +125,7 @@ def test_batcher_merges_concurrent_requests_and_splits_results() -> None:
         time.sleep(0.01)
         return [arrays[0] * 2]
 
-    batcher = Batcher(run, name="t", max_batch_size=8, timeout=0.05, threads=1)
+    batcher = Batcher(run, name="t", max_batch_size=8, timeout=0.2, threads=1)
     reqs = [np.full((1 + i % 3, 2), i, np.float32) for i in range(12)]
     results = _run_batcher(batcher, reqs)
     for r, out in zip(reqs, results):
@@ -151,8 +151,8 @@ def test_batcher_bounds_its_queue_and_reports_errors() -> None:
     def run(arrays: list[np.ndarray], chunk: int | None) -> list[np.ndarray]:
         raise ValueError("boom")
 
-    # Requests wait in the open batch for 0.3 s, so the first two fill the queue.
-    batcher = Batcher(run, name="t", max_batch_size=64, timeout=0.3, threads=1, max_queue=2)
+    # Requests wait in the open batch for 1 s, so the first two fill the queue.
+    batcher = Batcher(run, name="t", max_batch_size=64, timeout=1.0, threads=1, max_queue=2)
 
     async def go() -> list:
         futures = [batcher.submit([np.zeros((1, 1))]) for _ in range(2)]

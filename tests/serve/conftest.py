@@ -122,10 +122,10 @@ class Server:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
+            try:  # a connection may wait in the listen backlog while workers start
+                if requests.get(f"{self.url}/v2/health/ready", timeout=5).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log()}")

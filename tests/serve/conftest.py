@@ -101,8 +101,12 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tfless.cli", "serve", "--host", "127.0.0.1", "--port", "0",
              *args], stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self.url = self._wait_for_url()
-        self._wait_ready()
+        try:
+            self.url = self._wait_for_url()
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # never leave a server behind when its start fails
+            raise
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -116,7 +120,6 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log()}")
             time.sleep(0.05)
-        self.stop()
         raise AssertionError(f"server did not start in {STARTUP_SECONDS} s:\n{self.log()}")
 
     def _wait_ready(self) -> None:
@@ -133,6 +136,7 @@ class Server:
         raise AssertionError(f"server not ready in {STARTUP_SECONDS} s:\n{self.log()}")
 
     def stop(self) -> int:
+        """SIGTERM, then SIGKILL if it has not exited in time; returns the exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -61,3 +61,8 @@ def convert_masking(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
 @converter(*INFERENCE_NOOPS)
 def convert_identity(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
     return b.op("Identity", [xs[0]], name=node.name)
+
+
+@converter("LayerScale")
+def convert_layer_scale(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
+    return b.op("Mul", [xs[0], b.weight(node, "gamma")], name=node.name)

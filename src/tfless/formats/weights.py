@@ -96,12 +96,9 @@ class LegacyH5Weights:
         self.group = group
         self.where = where
         self.reader = ArrayReader(where, limits)
-        self.layer_names = set(read_chunked_attr(group, "layer_names"))
 
     def _group_arrays(self, layer: str) -> NamedArrays:
         if layer not in self.group:
-            if self.layer_names and layer not in self.layer_names:
-                return []
             return []
         g = self.group[layer]
         names = read_chunked_attr(g, "weight_names")

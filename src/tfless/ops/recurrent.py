@@ -29,6 +29,7 @@ Keras 2's `_convert_rnn_weights` (CuDNN stores each gate's matrix transposed).
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -219,17 +220,17 @@ def conv_nd(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int], padding: 
     return patches @ kernel.reshape(-1, kernel.shape[-1])
 
 
-class Cell:
+class Cell(ABC):
     """One recurrent cell: `project` maps inputs of any leading shape to gate
     pre-activations (bias included), `step` advances the states by one timestep."""
 
     state_sizes: tuple[int, ...] = ()
 
-    def project(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def project(self, x: np.ndarray) -> np.ndarray: ...
 
-    def step(self, xp: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list]:
-        raise NotImplementedError
+    @abstractmethod
+    def step(self, xp: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list]: ...
 
     def zero_states(self, x: np.ndarray) -> list[np.ndarray]:
         return [np.zeros((x.shape[0], n), F32) for n in self.state_sizes]

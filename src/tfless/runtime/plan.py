@@ -44,8 +44,6 @@ class Plan:
             spec = get_op(node.op, node.name)
             try:
                 run = spec.build(node.config, node.weights)
-            except TflessError:
-                raise
             except (KeyError, ValueError, TypeError, IndexError) as exc:
                 raise TflessError(
                     f"layer '{node.name}' ({node.op}): cannot build from its config/weights: "
@@ -84,8 +82,6 @@ class Plan:
                     out = step.run(*args, mask=in_masks)
                 else:
                     out = step.run(*args)
-            except TflessError:
-                raise
             except MemoryError as exc:
                 raise TflessError(
                     f"layer '{step.node.name}' ({step.node.op}) needs more memory than is "

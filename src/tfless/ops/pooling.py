@@ -139,8 +139,10 @@ def make_global_average(rank: int) -> Callable[[dict, dict], Callable]:
             keep = np.expand_dims(keep, 1 if axes[0] == 2 else -1)
             weight = keep.astype(x.dtype)
             kept = x * weight if multiply else np.where(keep, x, x.dtype.type(0))
-            return np.sum(kept, axis=axes, keepdims=keepdims) / np.sum(
-                weight, axis=axes, keepdims=keepdims)
+            # A fully masked row is 0/0 = NaN in Keras too; do not warn about it.
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.sum(kept, axis=axes, keepdims=keepdims) / np.sum(
+                    weight, axis=axes, keepdims=keepdims)
 
         return run
 

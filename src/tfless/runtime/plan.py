@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TflessError
+from ..errors import ModelFormatError, TflessError
 from ..graph import Graph, Node
 from ..ops import get_op
 from ..ops.registry import OpSpec
@@ -44,7 +44,12 @@ class Plan:
             spec = get_op(node.op, node.name)
             try:
                 run = spec.build(node.config, node.weights)
-            except (KeyError, ValueError, TypeError, IndexError) as exc:
+            except KeyError as exc:
+                raise ModelFormatError(
+                    f"layer '{node.name}' ({node.op}): its saved config/weights lack {exc}, which "
+                    f"this layer needs (the file may come from a newer or modified Keras)"
+                ) from exc
+            except (ValueError, TypeError, IndexError) as exc:
                 raise TflessError(
                     f"layer '{node.name}' ({node.op}): cannot build from its config/weights: "
                     f"{type(exc).__name__}: {exc}"

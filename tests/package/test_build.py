@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 
 import tfless
 from tests.parity import assert_close, keras_module, keras_predict, randomize_weights
 from tfless.errors import InputError, MissingExtra
 from tfless.package import build as build_module
 from tfless.package.bundle import check_test_vector, file_sha256, load_graph, read_manifest, save_bundle
+from tfless.serve import ServeOptions
+from tfless.serve.app import load_repository
+from tfless.serve.metrics import ServingMetrics
 
 CLEAN_ENV = {"PATH": "/usr/bin:/bin"}
 
@@ -61,6 +68,23 @@ def test_bundle_round_trip_and_test_vector(tmp_path: Path) -> None:
         check_test_vector(tfless.Model(load_graph(tmp_path / "b")), tmp_path / "b")
 
 
+def test_repository_serves_an_in_memory_model_as_version_1(tmp_path: Path) -> None:
+    path, keras_model = mlp(tmp_path)
+    model = tfless.Model(tfless.load(path).source_graph)  # built, never re-read from a file
+    options = ServeOptions(num_batch_threads=1, access_log=False)
+    repository = load_repository(options, ServingMetrics(), models={"net": model})
+    try:
+        assert repository.model_names() == ["net"] and repository.is_ready()
+        assert [(s.version, s.state) for s in repository.status("net")] == [(1, "AVAILABLE")]
+        x = np.random.default_rng(2).uniform(-1, 1, (3, 5)).astype(np.float32)
+        with repository.use("net") as servable:
+            assert servable.model is model
+            got = servable.predict([x])
+        assert_close(got, keras_predict(keras_model, x), "in-memory served model")
+    finally:
+        repository.close()
+
+
 def test_missing_pyinstaller_is_a_one_line_error(tmp_path: Path, monkeypatch) -> None:
     path, _ = mlp(tmp_path)
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -96,9 +120,72 @@ def test_executable_runs_without_python(tmp_path: Path, onedir: bool) -> None:
     bad = subprocess.run([exe, "predict", "-i", "-"], input=b"[[1, 2]]", env=CLEAN_ENV,
                          capture_output=True)
     assert bad.returncode == 2 and b"error: input" in bad.stderr
+    no_server = subprocess.run([exe, "serve", "--port", "0"], env=CLEAN_ENV, capture_output=True,
+                               text=True, timeout=60)
+    assert no_server.returncode == 2 and no_server.stderr.count("\n") == 1
+    assert "built without the server" in no_server.stderr and "--with-serve" in no_server.stderr
     if not onedir:
         viewer = str(Path(sys.executable).parent / "pyi-archive_viewer")
         listing = subprocess.run([viewer, "-l", "-r", exe], capture_output=True, text=True,
                                  check=True).stdout
         assert "tfless.runtime.plan" in listing
         assert "h5py" not in listing and "tensorflow" not in listing and "starlette" not in listing
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"server exited with {proc.returncode}"
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not ready within {deadline_s} s")
+
+
+@pytest.mark.slow
+def test_executable_serves_its_model(tmp_path: Path) -> None:
+    path, keras_model = small_cnn(tmp_path)
+    result = build_module.build_executable(path, tmp_path / "dist" / "net", with_serve=True)
+    exe = str(result.executable)
+    viewer = str(Path(sys.executable).parent / "pyi-archive_viewer")
+    listing = subprocess.run([viewer, "-l", "-r", exe], capture_output=True, text=True,
+                             check=True).stdout
+    assert "tfless.serve.server" in listing and "uvicorn" in listing
+    assert "h5py" not in listing and "google.protobuf" not in listing
+    assert json.loads(run_clean([exe, "info"]).stdout)["serve"] is True
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([exe, "serve", "--port", str(port), "--no-access-log"],
+                            env=CLEAN_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_ready(f"{base}/v2/health/ready", proc, 60)
+        x = np.random.default_rng(9).uniform(-1, 1, (2, 8, 8, 2)).astype(np.float32)
+        reply = requests.post(f"{base}/v1/models/net:predict", json={"instances": x.tolist()},
+                              timeout=30)
+        assert reply.status_code == 200, reply.text
+        want = keras_predict(keras_model, x)
+        assert_close(np.asarray(reply.json()["predictions"], np.float32), want, "served REST v1")
+        v2 = requests.post(f"{base}/v2/models/net/infer", timeout=30, json={"inputs": [
+            {"name": "image", "shape": list(x.shape), "datatype": "FP32",
+             "data": x.ravel().tolist()}]})
+        assert v2.status_code == 200, v2.text
+        out = v2.json()["outputs"][0]
+        assert_close(np.asarray(out["data"], np.float32).reshape(out["shape"]), want, "served V2")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -1,9 +1,11 @@
-"""The program inside a `tfless build` executable: `NAME predict | info`.
+"""The program inside a `tfless build` executable: `NAME predict | info | serve`.
 
 PyInstaller runs this file as the main script. It loads the embedded bundle (see
 `bundle.py`) with the NumPy runtime only: the `tfless` package is imported without running
 its `__init__` (which pulls in the file readers, h5py and the exporters), and
 `tfless.formats` is replaced by a module that explains why reading files is not available.
+`serve` runs the tfless server on the embedded model when the executable was built with
+`--with-serve` (the manifest says so); otherwise the server stack is not inside.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     model, manifest = _load()
     info = {k: manifest.get(k) for k in ("source", "source_sha256", "tfless_version", "format",
-                                         "keras_version", "inputs", "outputs")}
+                                         "keras_version", "inputs", "outputs", "serve")}
     if args.check:
         from tfless.package.bundle import check_test_vector
 
@@ -76,8 +78,42 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    model, _ = _load()
+    from tfless.serve.command import server_options_from_args
+    from tfless.serve.server import serve
+
+    options = server_options_from_args(args, model_name=args.model_name, poll_seconds=0.0)
+    return serve(options, models={args.model_name: model})
+
+
+def cmd_serve_missing(args: argparse.Namespace) -> int:
+    name = Path(sys.argv[0]).name
+    print(f"{name} serve: error: this executable was built without the server; rebuild it with "
+          f"`tfless build MODEL -o {name} --with-serve`", file=sys.stderr)
+    return 2
+
+
+def _add_serve_command(sub: Any, name: str, with_serve: bool) -> None:
+    help_text = "serve the model over HTTP (TF Serving REST v1 and KServe V2)"
+    if not with_serve:
+        p = sub.add_parser("serve", help=help_text + " [not in this build]", add_help=False)
+        p.add_argument("ignored", nargs=argparse.REMAINDER)
+        p.set_defaults(handler=cmd_serve_missing)
+        return
+    from tfless.serve.command import add_server_options
+
+    p = sub.add_parser("serve", help=help_text)
+    p.add_argument("--model-name", default=name,
+                   help=f"the model's name in request URLs (default {name})")
+    add_server_options(p)
+    p.set_defaults(handler=cmd_serve)
+
+
 def main(argv: list[str] | None = None) -> int:
     name = Path(sys.argv[0]).name
+    manifest = json.loads((bundle_dir() / "manifest.json").read_text(encoding="utf8"))
+    _runtime_only_tfless(manifest.get("tfless_version", ""))
     parser = argparse.ArgumentParser(prog=name, description="A Keras model packaged by tfless.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="run the model on inputs")
@@ -89,9 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("info", help="inputs, outputs, source model hash, tfless version")
     p.add_argument("--check", action="store_true", help="verify the embedded test vector")
     p.set_defaults(handler=cmd_info)
+    _add_serve_command(sub, name, bool(manifest.get("serve")))
     args = parser.parse_args(argv)
-    manifest = json.loads((bundle_dir() / "manifest.json").read_text(encoding="utf8"))
-    _runtime_only_tfless(manifest.get("tfless_version", ""))
     from tfless.errors import TflessError
 
     try:
@@ -99,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     except TflessError as exc:
         print(f"{name} {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,9 +1,10 @@
 """Drive PyInstaller: freeze `app.py` with a model bundle into dist/NAME (onefile or onedir).
 
 Only what the model needs goes in: numpy and the tfless runtime (graph, ops, passes, plan,
-model, cli helpers). File readers, h5py, exporters, the server stack, TensorFlow and test
-tools are excluded explicitly, because PyInstaller follows every import it can see,
-including imports inside functions that the executable never calls.
+model, cli helpers), plus the server stack (Starlette, Uvicorn, orjson, prometheus_client)
+with `--with-serve`. File readers, h5py, exporters, TensorFlow and test tools are excluded
+explicitly, because PyInstaller follows every import it can see, including imports inside
+functions that the executable never calls.
 """
 
 from __future__ import annotations
@@ -20,13 +21,19 @@ from typing import Any
 from ..errors import MissingExtra, TflessError
 from .bundle import save_bundle
 
-# Never needed inside an executable that runs one embedded model.
+# Never needed inside an executable that runs one embedded model. The server never reads a
+# model_config_list file there, so protobuf stays out even with the server.
 EXCLUDES = (
     "h5py", "tfless.formats", "tfless.export", "tfless.inspect", "tfless.verify",
-    "tfless.backends", "tfless.serve", "tfless.package.build", "onnx", "onnxruntime",
-    "tensorflow", "keras", "tf_keras", "jax", "torch", "pytest", "_pytest", "starlette",
-    "uvicorn", "orjson", "anyio", "scipy", "pandas", "matplotlib", "PIL", "IPython",
-    "tkinter", "setuptools", "pkg_resources", "pip", "yaml", "rich", "pygments",
+    "tfless.backends", "tfless.package.build", "onnx", "onnxruntime", "google.protobuf",
+    "tensorflow", "keras", "tf_keras", "jax", "torch", "pytest", "_pytest", "scipy", "pandas",
+    "matplotlib", "PIL", "IPython", "tkinter", "setuptools", "pkg_resources", "pip", "yaml",
+    "rich", "pygments", "requests", "httpx",
+)
+# Only inside with `--with-serve`.
+SERVER_STACK = (
+    "tfless.serve", "starlette", "uvicorn", "orjson", "anyio", "h11", "click",
+    "prometheus_client", "threadpoolctl",
 )
 
 
@@ -48,10 +55,11 @@ def _dir_size(path: Path) -> int:
 
 
 def build_executable(model_path: str | Path, output: str | Path, onedir: bool = False,
-                     weights: str | Path | None = None) -> BuildResult:
+                     weights: str | Path | None = None, with_serve: bool = False) -> BuildResult:
     """Freeze the model at `model_path` into the executable `output` (e.g. dist/mymodel).
 
-    With onedir, `output` is a directory holding the executable of the same name."""
+    With onedir, `output` is a directory holding the executable of the same name. With
+    with_serve, the executable also offers `NAME serve` (the tfless server)."""
     if importlib.util.find_spec("PyInstaller") is None:
         raise MissingExtra("pyinstaller", "build", "tfless build")
     from .. import __version__
@@ -66,7 +74,7 @@ def build_executable(model_path: str | Path, output: str | Path, onedir: bool = 
     with tempfile.TemporaryDirectory(prefix="tfless-build-") as tmp:
         work = Path(tmp)
         manifest = save_bundle(model, work / "tfless_bundle", source=model_path,
-                               version=__version__)
+                               version=__version__, serve=with_serve)
         cmd = [
             sys.executable, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level", "WARN",
             "--onedir" if onedir else "--onefile", "--name", name,
@@ -77,7 +85,9 @@ def build_executable(model_path: str | Path, output: str | Path, onedir: bool = 
             "--hidden-import", "tfless.model", "--hidden-import", "tfless.cli",
             "--hidden-import", "tfless.package.bundle", "--collect-submodules", "tfless.ops",
         ]
-        for module in EXCLUDES:
+        if with_serve:
+            cmd += ["--hidden-import", "tfless.serve.server", "--collect-submodules", "uvicorn"]
+        for module in EXCLUDES + (() if with_serve else SERVER_STACK):
             cmd += ["--exclude-module", module]
         cmd.append(str(Path(__file__).with_name("app.py")))
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -93,7 +103,8 @@ def build_executable(model_path: str | Path, output: str | Path, onedir: bool = 
 
 
 def cmd_build(args: Any) -> int:
-    print(build_executable(args.model, args.output, onedir=args.onedir, weights=args.weights))
+    print(build_executable(args.model, args.output, onedir=args.onedir, weights=args.weights,
+                           with_serve=args.with_serve))
     return 0
 
 
@@ -104,4 +115,6 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--onedir", action="store_true",
                    help="a directory with the executable and its libraries (faster start)")
     p.add_argument("--weights", help="weights .h5 for an architecture JSON file")
+    p.add_argument("--with-serve", action="store_true",
+                   help="include the HTTP server, so that `NAME serve` works (about +4 MB)")
     p.set_defaults(handler=cmd_build)

@@ -41,8 +41,10 @@ def file_sha256(path: str | Path) -> str:
 
 
 def save_bundle(model: Any, directory: str | Path, source: str | Path | None = None,
-                version: str = "", seed: int = 0) -> dict[str, Any]:
-    """Write `model` (a tfless Model) into `directory`; returns the manifest."""
+                version: str = "", seed: int = 0, serve: bool = False) -> dict[str, Any]:
+    """Write `model` (a tfless Model) into `directory`; returns the manifest.
+
+    `serve` records whether the executable carries the server stack (`NAME serve`)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     graph: Graph = model.source_graph
@@ -80,6 +82,7 @@ def save_bundle(model: Any, directory: str | Path, source: str | Path | None = N
         "keras_version": graph.meta.get("keras_version"),
         "inputs": [s.as_dict() for s in model.inputs],
         "outputs": [s.as_dict() for s in model.outputs],
+        "serve": serve,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf8")
     return manifest

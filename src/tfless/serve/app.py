@@ -49,8 +49,11 @@ def model_sources(options: ServeOptions) -> list[ModelSource]:
     return sources_from_path(options.path, options.model_name)
 
 
-def load_repository(options: ServeOptions, metrics: ServingMetrics) -> Repository:
-    repository = Repository(model_sources(options), options, metrics)
+def load_repository(options: ServeOptions, metrics: ServingMetrics,
+                    models: dict[str, Any] | None = None) -> Repository:
+    """The models named by `options`, or only the already-built `models` when given."""
+    sources = [] if models else model_sources(options)
+    repository = Repository(sources, options, metrics, models)
     repository.load_initial()
     return repository
 

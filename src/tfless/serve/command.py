@@ -16,11 +16,21 @@ def add_serve_command(sub: Any) -> None:
                     "<model file>), or the models of a model_config_list file, on TF Serving's "
                     "REST API v1 and the KServe V2 protocol (one port).")
     p.add_argument("path", nargs="?", help="a model file (served as version 1) or a base directory")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8501, help="port (default 8501; 0 picks a free one)")
     p.add_argument("--model-name", default="default", help="name of the model given as PATH")
     p.add_argument("--model-config-file",
                    help="TF Serving model_config_list (protobuf text format or JSON)")
+    p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    p.add_argument("--poll-seconds", type=float, default=1.0,
+                   help="how often base directories are checked for versions (0 = never)")
+    add_server_options(p)
+    p.set_defaults(handler=run_serve)
+
+
+def add_server_options(p: argparse.ArgumentParser) -> None:
+    """Flags for how models are served, whatever they are (also used by `NAME serve` in a
+    `tfless build` executable)."""
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8501, help="port (default 8501; 0 picks a free one)")
     p.add_argument("--max-batch-size", type=int, default=0,
                    help="dynamic batching: most rows in one model call (0 = batching off)")
     p.add_argument("--batch-timeout-micros", type=int, default=0,
@@ -29,9 +39,6 @@ def add_serve_command(sub: Any) -> None:
                    help="model calls run in parallel per model version (default: CPU count)")
     p.add_argument("--max-queue-size", type=int, default=1000,
                    help="requests waiting per model version before answering 429")
-    p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
-    p.add_argument("--poll-seconds", type=float, default=1.0,
-                   help="how often base directories are checked for versions (0 = never)")
     p.add_argument("--request-timeout", type=float, default=30.0,
                    help="seconds a request may take before a 504 (default 30)")
     p.add_argument("--max-request-bytes", type=int, default=64 * 1024 * 1024,
@@ -40,27 +47,37 @@ def add_serve_command(sub: Any) -> None:
                    help="skip the warm-up prediction when a version loads")
     p.add_argument("--no-access-log", dest="access_log", action="store_false",
                    help="do not write a JSON access-log line per request")
-    p.set_defaults(handler=run_serve)
 
 
 def options_from_args(args: argparse.Namespace) -> ServeOptions:
     if bool(args.path) == bool(args.model_config_file):
         raise InputError("give either a model PATH or --model-config-file (exactly one)")
+    if args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    if args.poll_seconds < 0:
+        raise InputError("--poll-seconds must be >= 0")
+    return server_options_from_args(
+        args, path=args.path, model_name=args.model_name,
+        model_config_file=args.model_config_file, workers=args.workers,
+        poll_seconds=args.poll_seconds)
+
+
+def server_options_from_args(args: argparse.Namespace, **fields: Any) -> ServeOptions:
+    """ServeOptions from the `add_server_options` flags, plus the given fields."""
     for flag in ("max_batch_size", "batch_timeout_micros", "port", "max_request_bytes"):
         if getattr(args, flag) < 0:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
-    for flag in ("num_batch_threads", "max_queue_size", "workers"):
+    for flag in ("num_batch_threads", "max_queue_size"):
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    if args.poll_seconds < 0 or args.request_timeout <= 0:
-        raise InputError("--poll-seconds must be >= 0 and --request-timeout > 0")
+    if args.request_timeout <= 0:
+        raise InputError("--request-timeout must be > 0")
     return ServeOptions(
-        path=args.path, model_name=args.model_name, model_config_file=args.model_config_file,
         host=args.host, port=args.port, max_batch_size=args.max_batch_size,
         batch_timeout_micros=args.batch_timeout_micros, num_batch_threads=args.num_batch_threads,
-        max_queue_size=args.max_queue_size, workers=args.workers, poll_seconds=args.poll_seconds,
-        request_timeout=args.request_timeout, max_request_bytes=args.max_request_bytes,
-        warmup=args.warmup, access_log=args.access_log)
+        max_queue_size=args.max_queue_size, request_timeout=args.request_timeout,
+        max_request_bytes=args.max_request_bytes, warmup=args.warmup,
+        access_log=args.access_log, **fields)
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -158,9 +158,15 @@ class Repository:
     """All served models. Thread-safe for readers; one poller thread writes."""
 
     def __init__(self, sources: list[ModelSource], options: ServeOptions,
-                 metrics: ServingMetrics | None = None) -> None:
+                 metrics: ServingMetrics | None = None,
+                 models: dict[str, Any] | None = None) -> None:
+        """`models` maps names to already-built Models (e.g. the one embedded in a `tfless
+        build` executable): each is served as version 1 as it is, never read from disk."""
         self.options = options
         self.metrics = metrics
+        self._models = dict(models or {})
+        sources = [*sources, *(ModelSource(name, Path(f"<in-memory model {name}>"), single=True)
+                               for name in self._models)]
         self._entries = {s.name: _Entry(s) for s in sources}
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
@@ -243,7 +249,8 @@ class Repository:
         entry.statuses[version] = VersionStatus(version, "LOADING")
         try:
             model_path, weights = (path, None) if entry.source.single else model_file_in(path)
-            model = load(model_path, weights=weights)
+            model = (self._models[name] if name in self._models
+                     else load(model_path, weights=weights))
             if self.options.warmup:
                 warm_up(model)
             servable = Servable(name, version, model, self.options, self.metrics)

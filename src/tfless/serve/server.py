@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from typing import Any
 
 import orjson
 import uvicorn
@@ -62,11 +63,14 @@ def app_from_environment() -> Starlette:
     return create_app(load_repository(options, metrics), options, metrics)
 
 
-def serve(options: ServeOptions) -> int:
+def serve(options: ServeOptions, models: dict[str, Any] | None = None) -> int:
+    """Serve until SIGTERM; `models` (name -> built Model) replaces loading from options.path."""
+    if models and options.workers > 1:
+        raise InputError("in-memory models are served by one worker; use workers=1")
     configure_logging()
     limit_blas_threads(options)
     metrics = ServingMetrics()
-    repository = load_repository(options, metrics)
+    repository = load_repository(options, metrics, models)
     settings = dict(log_level="warning", access_log=False, lifespan="on", server_header=False,
                     timeout_graceful_shutdown=int(options.request_timeout) + 5)
     sock = listen_socket(options.host, options.port)

@@ -144,3 +144,62 @@ def test_nested_model(api: str) -> None:
         return K.Model(x, [y, z])
 
     check_parity(build, rand(3, 4), api=api)
+
+
+def softmax_masks(shape: tuple, dtype: str) -> np.ndarray:
+    """Random keep/drop mask with one fully masked row and one fully kept row."""
+    keep = np.random.default_rng(5).random(shape) > 0.4
+    keep[0, 0] = False
+    keep[1, -1] = True
+    return keep if dtype == "bool" else keep.astype(dtype)
+
+
+SOFTMAX_MASK_CASES = [
+    {"axis": -1, "mask_shape": (4, 5), "dtype": "float32"},
+    {"axis": -1, "mask_shape": (1, 5), "dtype": "bool"},
+    {"axis": [1, 2], "mask_shape": (4, 5), "dtype": "float32"},
+    {"axis": [2], "mask_shape": (4, 5), "dtype": "bool"},
+]
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+@pytest.mark.parametrize("case", SOFTMAX_MASK_CASES, ids=lambda c: f"{c['axis']}-{c['dtype']}-"
+                         f"{'x'.join(map(str, c['mask_shape']))}")
+def test_softmax_with_explicit_mask(api: str, case: dict) -> None:
+    """Keras 3 replaces masked logits by -1e9 and zeroes masked outputs (a fully masked row
+    is all zeros); tf_keras adds -1e9 * (1 - mask) and leaves such a row uniform."""
+    def build(K):
+        scores = K.Input((4, 5))
+        mask = K.Input(case["mask_shape"], dtype=case["dtype"])
+        return K.Model([scores, mask], K.layers.Softmax(axis=case["axis"])(scores, mask=mask))
+
+    x = rand(2, 4, 5, seed=3) * 4
+    m = softmax_masks((2, *case["mask_shape"]), case["dtype"])
+    check_parity(build, [x, m], api=api)
+
+
+def test_softmax_robust_masking_tf_keras() -> None:
+    def build(K):
+        scores = K.Input((4, 5))
+        mask = K.Input((4, 5))
+        return K.Model([scores, mask], K.layers.Softmax(robust_masking=True)(scores, mask=mask))
+
+    m = softmax_masks((2, 4, 5), "float32") * 0.8
+    check_parity(build, [rand(2, 4, 5, seed=3) * 4, m], api="tf_keras")
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_softmax_over_masked_attention_scores(api: str) -> None:
+    """Dot-product scores of an embedded, zero-padded sequence, masked by its padding."""
+    def build(K):
+        tokens = K.Input((6,), dtype="int32")
+        keep = K.Input((1, 6))
+        x = K.layers.Embedding(20, 4)(tokens)
+        scores = K.layers.Dot(axes=2)([x, x])
+        weights = K.layers.Softmax()(scores, mask=keep)
+        return K.Model([tokens, keep], K.layers.Dot(axes=(2, 1))([weights, x]))
+
+    ids = np.random.default_rng(0).integers(1, 20, (3, 6)).astype("int32")
+    ids[0, 4:] = 0
+    ids[2, :] = 0
+    check_parity(build, [ids, (ids != 0).astype("float32")[:, None, :]], api=api)

@@ -200,17 +200,77 @@ def build_thresholded_relu(config: dict, weights: dict) -> Fn:
     return lambda x: np.where(x > theta, x, F32(0))
 
 
-@register("Softmax", mask="keep", uses_mask=True)
+LARGE_NEGATIVE = F32(-1e9)
+
+
+def masked_softmax(x: np.ndarray, mask: np.ndarray | None, axes: tuple[int, ...],
+                   keras3: bool, robust: bool = False) -> np.ndarray:
+    """Keras's `Softmax` layer with an optional mask (broadcastable to `x`).
+
+    Keras 3 keeps the scores where `mask` (bool, or > 0.5) holds, puts -1e9 elsewhere and
+    zeroes the masked outputs afterwards, so a fully masked row comes out as zeros.
+    tf_keras adds `(1 - mask) * -1e9` (its `robust_masking` option replaces instead) and
+    leaves a fully masked row uniform. Several axes use exp(x - logsumexp(x)), as Keras does.
+    """
+    if mask is not None:
+        mask = np.asarray(mask)
+        if keras3 or robust:
+            keep = mask if mask.dtype == bool else mask > 0.5
+            x = np.where(keep, x, LARGE_NEGATIVE).astype(F32, copy=False)
+        else:
+            x = x + (F32(1) - mask.astype(F32)) * LARGE_NEGATIVE
+    if len(axes) > 1:
+        peak = np.max(x, axis=axes, keepdims=True)
+        out = np.exp(x - (peak + np.log(np.sum(np.exp(x - peak), axis=axes, keepdims=True))))
+    else:
+        out = softmax(x, axis=axes[0])
+    if mask is not None and keras3:
+        out = np.where(keep, out, F32(0))
+    return out.astype(F32, copy=False)
+
+
+def _softmax_call(config: dict) -> tuple[int, int | None]:
+    """Positions of the logits and of an explicit `mask=` among a Softmax call's inputs."""
+    args = config.get("call_args") or [{"__tensor__": 0}]
+    kwargs = config.get("call_kwargs") or {}
+    explicit = kwargs.get("mask", args[1] if len(args) > 1 else None)
+    first = args[0]
+    if not (isinstance(first, dict) and "__tensor__" in first):
+        raise UnsupportedLayer(
+            f"layer '{config.get('name', '')}': Softmax is called on {str(first)[:80]}, "
+            "expected one tensor"
+        )
+    if explicit is not None and not (isinstance(explicit, dict) and "__tensor__" in explicit):
+        raise UnsupportedLayer(
+            f"layer '{config.get('name', '')}': Softmax `mask` must be a tensor "
+            f"(got {str(explicit)[:80]})"
+        )
+    return int(first["__tensor__"]), None if explicit is None else int(explicit["__tensor__"])
+
+
+def _softmax_masks(config: dict, inputs: list, masks: list) -> list:
+    """The output carries the mask the layer applied (explicit `mask=` or the incoming one)."""
+    pos, explicit = _softmax_call(config)
+    if explicit is not None:
+        return [np.asarray(inputs[explicit]).astype(bool)]
+    return [masks[pos] if masks and len(masks) > pos else None]
+
+
+@register("Softmax", mask=_softmax_masks, uses_mask=True)
 def build_softmax_layer(config: dict, weights: dict) -> Fn:
     axis = config.get("axis", -1)
-    axis = tuple(axis) if isinstance(axis, list) else axis
+    axes = tuple(int(a) for a in axis) if isinstance(axis, (list, tuple)) else (int(axis),)
+    keras3 = int(config.get("keras_major", 3)) >= 3
+    robust = bool(config.get("robust_masking", False))
+    pos, explicit = _softmax_call(config)
 
-    def run(x: np.ndarray, mask: list | None = None) -> np.ndarray:
-        if mask and mask[0] is not None:
-            # Keras adds a large negative number where the mask is False
-            m = np.asarray(mask[0], dtype=bool)
-            x = x + np.where(m, F32(0), F32(-1e9)).astype(x.dtype)
-        return softmax(x, axis)
+    def run(*inputs: np.ndarray, mask: list | None = None) -> np.ndarray:
+        x = np.asarray(inputs[pos])
+        if explicit is not None:
+            m = inputs[explicit]
+        else:
+            m = mask[pos] if mask and len(mask) > pos else None
+        return masked_softmax(x, m, axes, keras3, robust)
 
     return run
 

@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
-from .activations import sigmoid, softmax
+from .activations import masked_softmax, sigmoid, softmax
 from .registry import register
 
 F32 = np.float32
 TENSOR = "__tensor__"
-KERAS3_SOFTMAX_NEGATIVE = F32(-1e9)
 KERAS3_FUSED_NEGATIVE = F32(3.38953e38 * -0.7)
 
 
@@ -63,27 +62,6 @@ def _input_mask(masks: list | None, pos: int | None) -> np.ndarray | None:
     if masks is None or pos is None or pos >= len(masks) or masks[pos] is None:
         return None
     return np.asarray(masks[pos]).astype(bool)
-
-
-def _masked_softmax(scores: np.ndarray, mask: np.ndarray | None, axes: tuple[int, ...],
-                    keras3: bool) -> np.ndarray:
-    """Keras's Softmax layer with a mask, over one or several trailing axes."""
-    if mask is not None:
-        if keras3:
-            if mask.dtype != bool:
-                mask = mask > 0.5
-            scores = np.where(mask, scores, KERAS3_SOFTMAX_NEGATIVE)
-        else:
-            scores = scores + (F32(1) - mask.astype(F32)) * KERAS3_SOFTMAX_NEGATIVE
-    if len(axes) > 1:
-        peak = np.max(scores, axis=axes, keepdims=True)
-        lse = peak + np.log(np.sum(np.exp(scores - peak), axis=axes, keepdims=True))
-        out = np.exp(scores - lse)
-    else:
-        out = softmax(scores, axis=axes[0])
-    if mask is not None and keras3:
-        out = np.where(mask, out, F32(0))
-    return out.astype(F32, copy=False)
 
 
 # ----- Attention / AdditiveAttention ------------------------------------------------------
@@ -373,7 +351,7 @@ def build_multi_head_attention(config: dict, weights: dict) -> Callable:
             norm_axes = tuple(range(scores_rank - len(axes), scores_rank))
             if attention_mask is not None:
                 attention_mask = _expand_mask(attention_mask, raw.ndim, len(axes))
-            scores = _masked_softmax(raw, attention_mask, norm_axes, heads.keras3)
+            scores = masked_softmax(raw, attention_mask, norm_axes, heads.keras3)
             out = np.einsum(combine_eq, scores, v, optimize=True).astype(F32)
         if gate is not None:
             out = out * gate
@@ -415,7 +393,7 @@ def build_grouped_query_attention(config: dict, weights: dict) -> Callable:
             out, scores = _fused_attention(q, k, v, attention_mask, scale), None
         else:
             raw = np.einsum("bquh,bkuh->buqk", q * F32(scale), k, optimize=True).astype(F32)
-            scores = _masked_softmax(raw, attention_mask, (-1,), keras3=True)
+            scores = masked_softmax(raw, attention_mask, (-1,), keras3=True)
             out = np.einsum("buqk,bkuh->bquh", scores, v, optimize=True).astype(F32)
         if gate is not None:
             out = out * gate

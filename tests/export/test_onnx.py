@@ -394,6 +394,239 @@ def test_preprocessing(api: str, case: str, tmp_path: Path) -> None:
     export_and_compare(build, rand(2, 7, 6, 3, low=0, high=2), tmp_path, api=api)
 
 
+# ----- attention -----------------------------------------------------------------------
+def _flat(y: Any) -> Any:
+    return list(y) if isinstance(y, (list, tuple)) else y
+
+
+def _padded_tokens(batch: int = 3, steps: int = 6, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).integers(1, 20, (batch, steps)).astype(np.int32)
+    x[0, 3:] = 0
+    x[1, 5:] = 0
+    return x
+
+
+DENSE_ATTENTION_CASES = {
+    "dot": {"use_scale": False, "score_mode": "dot"},
+    "dot_scale_causal": {"use_scale": True, "score_mode": "dot", "causal": True},
+    "concat_scale_scores": {"use_scale": True, "score_mode": "concat", "scores": True},
+    "concat_key": {"use_scale": False, "score_mode": "concat", "key": True},
+}
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+@pytest.mark.parametrize("case", sorted(DENSE_ATTENTION_CASES))
+def test_dense_attention(api: str, case: str, tmp_path: Path) -> None:
+    opts = DENSE_ATTENTION_CASES[case]
+
+    def build(K):
+        q_in, v_in = K.Input((4, 3)), K.Input((5, 3))
+        inputs = [q_in, v_in] + ([K.layers.Dense(3)(v_in)] if opts.get("key") else [])
+        layer = K.layers.Attention(use_scale=opts["use_scale"], score_mode=opts["score_mode"])
+        out = layer(inputs, use_causal_mask=opts.get("causal", False),
+                    return_attention_scores=opts.get("scores", False))
+        return K.Model([q_in, v_in], _flat(out))
+
+    export_and_compare(build, [rand(2, 4, 3), rand(2, 5, 3, seed=2)], tmp_path, api=api)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+@pytest.mark.parametrize("use_scale", [True, False])
+def test_additive_attention(api: str, use_scale: bool, tmp_path: Path) -> None:
+    def build(K):
+        q_in, v_in = K.Input((4, 3)), K.Input((5, 3))
+        out = K.layers.AdditiveAttention(use_scale=use_scale)([q_in, v_in, v_in],
+                                                              return_attention_scores=True)
+        return K.Model([q_in, v_in], _flat(out))
+
+    export_and_compare(build, [rand(2, 4, 3), rand(2, 5, 3, seed=2)], tmp_path, api=api)
+
+
+@pytest.mark.parametrize("cls", ["Attention", "AdditiveAttention"])
+def test_dense_attention_with_embedding_masks_tf_keras(cls: str, tmp_path: Path) -> None:
+    def build(K):
+        q_in, v_in = K.Input((6,), dtype="int32"), K.Input((6,), dtype="int32")
+        q = K.layers.Embedding(20, 4, mask_zero=True)(q_in)
+        v = K.layers.Embedding(20, 4, mask_zero=True)(v_in)
+        att = getattr(K.layers, cls)()([q, v])
+        return K.Model([q_in, v_in], K.layers.LSTM(3)(att))  # the query mask reaches the LSTM
+
+    export_and_compare(build, [_padded_tokens(), _padded_tokens(seed=1)], tmp_path,
+                       api="tf_keras")
+
+
+MHA_CASES = {
+    "plain": {},
+    "value_dim_no_bias_output_shape": {"value_dim": 3, "use_bias": False, "output_shape": 7},
+    "output_shape_2d": {"output_shape": (2, 3)},
+    "causal": {"causal": True},
+    "scores": {"scores": True},
+    "key_dropout": {"key": True, "dropout": 0.3},
+    "attention_mask": {"attention_mask": True},
+    "attention_mask_dropout": {"attention_mask": True, "dropout": 0.1},
+    "causal_scores": {"causal": True, "scores": True},
+}
+
+
+def _mha_model(K, case: dict) -> Any:
+    options = {k: case[k] for k in ("value_dim", "use_bias", "output_shape", "dropout") if k in case}
+    q_in, v_in = K.Input((4, 6)), K.Input((5, 6))
+    mask_in = K.Input((4, 5))
+    layer = K.layers.MultiHeadAttention(num_heads=2, key_dim=3, **options)
+    kwargs = {}
+    if case.get("key"):
+        kwargs["key"] = K.layers.Dense(6)(v_in)
+    if case.get("attention_mask"):
+        kwargs["attention_mask"] = mask_in
+    out = layer(q_in, v_in, use_causal_mask=case.get("causal", False),
+                return_attention_scores=case.get("scores", False), **kwargs)
+    inputs = [q_in, v_in] + ([mask_in] if case.get("attention_mask") else [])
+    return K.Model(inputs, _flat(out))
+
+
+def _mha_inputs(case: dict) -> list[np.ndarray]:
+    x = [rand(2, 4, 6), rand(2, 5, 6, seed=2)]
+    if case.get("attention_mask"):
+        m = np.random.default_rng(4).random((2, 4, 5)) > 0.3
+        m[:, :, 0] = True
+        m[1, 2] = False  # one fully masked row
+        x.append(m.astype(np.float32))
+    return x
+
+
+@pytest.mark.parametrize(("api", "case"), [
+    (api, case) for case in sorted(MHA_CASES) for api in ("keras3", "tf_keras")
+    if not (api == "tf_keras" and case == "output_shape_2d")  # Keras 3 only
+])
+def test_multi_head_attention(api: str, case: str, tmp_path: Path) -> None:
+    export_and_compare(lambda K: _mha_model(K, MHA_CASES[case]), _mha_inputs(MHA_CASES[case]),
+                       tmp_path, api=api)
+
+
+@pytest.mark.parametrize("opset", [13, ORT_MAX_OPSET])
+@pytest.mark.parametrize("case", ["attention_mask", "causal_scores"])
+def test_multi_head_attention_opsets(opset: int, case: str, tmp_path: Path) -> None:
+    export_and_compare(lambda K: _mha_model(K, MHA_CASES[case]), _mha_inputs(MHA_CASES[case]),
+                       tmp_path, opset=opset)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+@pytest.mark.parametrize("scores", [False, True])
+def test_multi_head_self_attention_with_padding_masks(api: str, scores: bool,
+                                                      tmp_path: Path) -> None:
+    """Fully masked query rows: Keras 3's fused route leaves them uniform, its Softmax route
+    zeroes them, tf_keras adds -1e9; the query mask then reaches the pooling."""
+    def build(K):
+        inp = K.Input((6,), dtype="int32")
+        x = K.layers.Embedding(20, 8, mask_zero=True)(inp)
+        out = K.layers.MultiHeadAttention(2, 4)(x, x, return_attention_scores=scores)
+        if scores:
+            return K.Model(inp, _flat(out))
+        return K.Model(inp, [out, K.layers.GlobalAveragePooling1D()(out)])
+
+    export_and_compare(build, _padded_tokens(), tmp_path, api=api)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+@pytest.mark.parametrize("axes", [None, (2,), (1, 2)], ids=str)
+def test_multi_head_attention_over_image_axes(api: str, axes: Any, tmp_path: Path) -> None:
+    def build(K):
+        inp = K.Input((3, 4, 5))
+        return K.Model(inp, K.layers.MultiHeadAttention(2, 3, attention_axes=axes)(inp, inp))
+
+    export_and_compare(build, rand(2, 3, 4, 5), tmp_path, api=api)
+
+
+def test_multi_head_attention_gate_and_sliding_window(tmp_path: Path) -> None:
+    def build(K):
+        inp = K.Input((6, 4))
+        out = K.layers.MultiHeadAttention(2, 3, use_gate=True, sliding_window=2)(
+            inp, inp, use_causal_mask=True)
+        return K.Model(inp, out)
+
+    export_and_compare(build, rand(2, 6, 4), tmp_path)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_multi_head_attention_free_length(api: str, tmp_path: Path) -> None:
+    """A free time axis: the causal mask is built from the runtime length."""
+    def build(K):
+        inp = K.Input((None, 4))
+        return K.Model(inp, K.layers.MultiHeadAttention(2, 3)(inp, inp, use_causal_mask=True))
+
+    export_and_compare(build, rand(2, 7, 4), tmp_path, api=api)
+    export_and_compare(build, rand(3, 2, 4, seed=5), tmp_path, api=api)
+
+
+GQA_CASES = {
+    "plain": {},
+    "causal": {"causal": True},
+    "scores_no_bias": {"scores": True, "use_bias": False},
+    "dropout_mask": {"dropout": 0.2, "mask": True},
+    "mask": {"mask": True},
+}
+
+
+@pytest.mark.parametrize("case", sorted(GQA_CASES))
+def test_grouped_query_attention(case: str, tmp_path: Path) -> None:
+    opts = GQA_CASES[case]
+    options = {k: opts[k] for k in ("use_bias", "dropout") if k in opts}
+
+    def build(K):
+        if opts.get("mask"):
+            inp = K.Input((6,), dtype="int32")
+            x = K.layers.Embedding(20, 8, mask_zero=True)(inp)
+        else:
+            inp = x = K.Input((6, 8))
+        layer = K.layers.GroupQueryAttention(head_dim=3, num_query_heads=4,
+                                             num_key_value_heads=2, **options)
+        out = layer(x, x, use_causal_mask=opts.get("causal", False),
+                    return_attention_scores=opts.get("scores", False))
+        return K.Model(inp, _flat(out))
+
+    export_and_compare(build, _padded_tokens() if opts.get("mask") else rand(2, 6, 8), tmp_path)
+
+
+def _transformer_block(K, x: Any, heads: int, dim: int, ff: int) -> Any:
+    """The encoder block of tests/test_sequence_zoo.py."""
+    att = K.layers.MultiHeadAttention(heads, dim // heads, dropout=0.1)(x, x)
+    x = K.layers.LayerNormalization(epsilon=1e-6)(K.layers.Add()([x, K.layers.Dropout(0.1)(att)]))
+    h = K.layers.Dense(ff, activation="relu")(x)
+    h = K.layers.Dense(dim)(h)
+    return K.layers.LayerNormalization(epsilon=1e-6)(K.layers.Add()([x, h]))
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_zoo_transformer_text_classifier(api: str, tmp_path: Path) -> None:
+    def build(K):
+        tokens = K.Input((12,), dtype="int32")
+        positions = K.Input((12,), dtype="int32")
+        x = K.layers.Add()([K.layers.Embedding(50, 16)(tokens),
+                            K.layers.Embedding(12, 16)(positions)])
+        x = _transformer_block(K, x, heads=2, dim=16, ff=32)
+        x = K.layers.GlobalAveragePooling1D()(x)
+        return K.Model([tokens, positions], K.layers.Dense(2, activation="softmax")(x))
+
+    tokens = np.random.default_rng(0).integers(1, 50, (4, 12)).astype(np.int32)
+    for row, length in enumerate((12, 9, 4, 1)):
+        tokens[row, length:] = 0
+    positions = np.tile(np.arange(12, dtype=np.int32), (4, 1))
+    export_and_compare(build, [tokens, positions], tmp_path, api=api, atol=2e-5)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_zoo_vit_style_classifier(api: str, tmp_path: Path) -> None:
+    def build(K):
+        inp = K.Input((16, 16, 3))
+        x = K.layers.Reshape((16, 24))(K.layers.Conv2D(24, 4, strides=4)(inp))
+        for _ in range(2):
+            x = _transformer_block(K, x, heads=3, dim=24, ff=48)
+        x = K.layers.GlobalAveragePooling1D()(x)
+        return K.Model(inp, K.layers.Dense(5, activation="softmax")(x))
+
+    export_and_compare(build, rand(2, 16, 16, 3), tmp_path, api=api, atol=2e-5)
+
+
 # ----- shapes, batch, metadata ---------------------------------------------------------
 def _dims(value_info: Any) -> list[Any]:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
@@ -516,8 +749,8 @@ def test_newest_opset_exports_and_checks(small_model: Path, tmp_path: Path) -> N
 
 
 # Families whose every runtime op exports; a family joins once its converters are written.
-CONVERTED_FAMILIES = ("activations", "convolutional", "core", "merging", "normalization",
-                      "pooling", "preprocessing", "recurrent", "reshaping")
+CONVERTED_FAMILIES = ("activations", "attention", "convolutional", "core", "merging",
+                      "normalization", "pooling", "preprocessing", "recurrent", "reshaping")
 
 
 def test_every_op_of_converted_families_has_a_converter() -> None:

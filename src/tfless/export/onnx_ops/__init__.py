@@ -6,6 +6,7 @@ the single list of converter families.
 
 from . import (  # noqa: F401
     activations,
+    attention,
     convolutional,
     core,
     merging,

@@ -13,6 +13,7 @@ from .h5 import read_h5_model, read_weights_file
 from .keras_config import GraphBuilder, keras_major
 from .keras_zip import read_keras_zip
 from .limits import DEFAULT_LIMITS
+from .savedmodel import read_savedmodel
 
 
 def read_graph(path: str | Path, weights: str | Path | None = None,
@@ -33,6 +34,8 @@ def read_graph(path: str | Path, weights: str | Path | None = None,
         return read_keras_zip(path, lenient=lenient)
     if kind == "json":
         return read_json_architecture(path, weights, lenient)
+    if kind == "savedmodel":
+        return read_savedmodel(path, lenient)
     if kind == "pickle":
         raise ModelFormatError(
             f"{path}: is a Python pickle stream, not a Keras model file; tfless never unpickles "
@@ -40,7 +43,7 @@ def read_graph(path: str | Path, weights: str | Path | None = None,
         )
     raise ModelFormatError(
         f"{path}: {kind} files are not supported yet; supported: .keras, .h5/.hdf5 full "
-        "models, architecture JSON + weights .h5"
+        "models, architecture JSON + weights .h5, tf.keras SavedModel directories"
     )
 
 

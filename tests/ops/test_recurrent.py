@@ -379,13 +379,62 @@ def test_unsupported_rnn_cell_is_named(tmp_path: Path) -> None:
         tfless.load(tmp_path / "m.json", weights=tmp_path / "w.h5")
 
 
-def test_time_distributed_nested_model_is_refused(tmp_path: Path) -> None:
+TD_INNER_MODELS = ["sequential", "functional", "batchnorm"]
+
+
+def _td_inner_model(K, kind: str):
+    """A per-frame model: Conv2D -> Flatten -> Dense, as Sequential or Functional."""
+    if kind == "functional":
+        frame = K.Input((6, 6, 2))
+        a = K.layers.Conv2D(3, 3, activation="relu")(frame)
+        b = K.layers.Conv2D(3, 3, activation="tanh")(frame)
+        x = K.layers.Flatten()(K.layers.Add()([a, b]))
+        return K.Model(frame, K.layers.Dense(4)(x), name="frame_encoder")
+    layers = [K.layers.Conv2D(3, 3)]
+    if kind == "batchnorm":  # non-trainable weights: .h5 stores them after all trainable ones
+        layers.append(K.layers.BatchNormalization())
+    layers += [K.layers.Flatten(), K.layers.Dense(4, activation="relu")]
+    return K.Sequential([K.Input((6, 6, 2)), *layers])
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("kind", TD_INNER_MODELS)
+def test_time_distributed_nested_model(api: str, kind: str) -> None:
+    def build(K):
+        frames = K.Input((3, 6, 6, 2))
+        per_frame = K.layers.TimeDistributed(_td_inner_model(K, kind))(frames)
+        return K.Model(frames, K.layers.GRU(2)(per_frame))
+
+    check_parity(build, rand(2, 3, 6, 6, 2), api=api, label=f"TimeDistributed({kind})")
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_time_distributed_nested_model_twice_with_mask(api: str) -> None:
+    """One per-step model shared by two TimeDistributed wrappers, after a Masking layer."""
+    def build(K):
+        step = K.Sequential([K.Input((3,)), K.layers.Dense(4, activation="tanh"),
+                             K.layers.Dense(3)], name="step")
+        return K.Sequential([K.Input((6, 3)), K.layers.Masking(0.0),
+                             K.layers.TimeDistributed(step), K.layers.TimeDistributed(step),
+                             K.layers.LSTM(2, return_sequences=True)])
+
+    check_parity(build, padded_batch(), api=api)
+
+
+def test_time_distributed_model_with_two_outputs_is_refused(tmp_path: Path) -> None:
+    """Keras cannot build this, but a config can say it: the error names the layer."""
     import tf_keras
 
-    inner = tf_keras.Sequential([tf_keras.layers.Dense(3, input_shape=(4,))])
-    inp = tf_keras.Input((5, 4))
-    model = tf_keras.Model(inp, tf_keras.layers.TimeDistributed(inner)(inp))
-    path = tmp_path / "td.h5"
-    model.save(path)
-    with pytest.raises(tfless.UnsupportedLayer, match="TimeDistributed around a nested model"):
-        tfless.load(path)
+    inp = tf_keras.Input((4,))
+    hidden = tf_keras.layers.Dense(3, name="hidden")(inp)
+    inner = tf_keras.Model(inp, tf_keras.layers.Dense(2, name="head")(hidden), name="inner")
+    outer_in = tf_keras.Input((5, 4))
+    model = tf_keras.Model(outer_in, tf_keras.layers.TimeDistributed(inner, name="td")(outer_in))
+    config = json.loads(model.to_json())
+    td = next(layer for layer in config["config"]["layers"] if layer["name"] == "td")
+    td["config"]["layer"]["config"]["output_layers"].append(["hidden", 0, 0])
+    (tmp_path / "m.json").write_text(json.dumps(config))
+    model.save_weights(tmp_path / "w.h5")
+    with pytest.raises(tfless.UnsupportedLayer, match="'td' is a TimeDistributed around model "
+                       "'inner' with 2 outputs"):
+        tfless.load(tmp_path / "m.json", weights=tmp_path / "w.h5")

@@ -258,6 +258,10 @@ class GraphBuilder:
         if cls in MODEL_CLASSES:
             _, outs, _ = self._model(layer, names, saved, inputs)
             return outs
+        wrapped = (layer.get("config") or {}).get("layer")
+        if cls == "TimeDistributed" and isinstance(wrapped, dict) \
+                and wrapped.get("class_name") in MODEL_CLASSES:
+            return self._time_distributed_model(layer, wrapped, names, saved, call_index, inputs)
         if cls == "Lambda" and not self.lenient:
             raise UnsafeModelError(
                 f"{self.where}: layer '{names[-1]}' is a Lambda layer: its function is Python "
@@ -285,6 +289,30 @@ class GraphBuilder:
         outs = [node_name if n_out == 1 else f"{node_name}:{i}" for i in range(n_out)]
         self.nodes.append(Node(node_name, cls, config, weights, list(inputs), outs, label))
         return outs
+
+    def _time_distributed_model(self, layer: dict, wrapped: dict, names: tuple[str, ...],
+                                saved: tuple[str, ...], call_index: int, inputs: list[str]
+                                ) -> list[str]:
+        """TimeDistributed around a nested model: fold time into the batch, inline the
+        model (its weights live under the wrapper's `layer`), unfold the result."""
+        label = "/".join(names)
+        node_name = label if call_index == 0 else f"{label}#{call_index}"
+        config: dict[str, Any] = {"name": names[-1]}
+        if self.major < 3:
+            config["keras_major"] = self.major
+        fold = f"{node_name}/fold"
+        self.nodes.append(Node(fold, "TimeDistributedFold", config, {}, inputs[:1], [fold], label))
+        inner = normalize_layer(wrapped, self.major)
+        inner_name = (inner.get("config") or {}).get("name") or inner["class_name"]
+        _, outs, _ = self._model(inner, names + (inner_name,), saved + ("layer",), [fold])
+        if len(outs) != 1:
+            raise UnsupportedLayer(
+                f"{self.where}: layer '{label}' is a TimeDistributed around model "
+                f"'{inner_name}' with {len(outs)} outputs; only single-output models are supported"
+            )
+        self.nodes.append(Node(node_name, "TimeDistributedUnfold", config, {},
+                               [outs[0], inputs[0]], [node_name], label))
+        return [node_name]
 
     def _weights(self, spec: Any, cls: str, config: dict, names: tuple[str, ...],
                  saved: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -142,6 +142,8 @@ class ObjectPathWeights:
                 if container in group and part in group[container]:
                     nxt = group[container][part]
                     break
+            if nxt is None and part in group and part != "vars":
+                nxt = group[part]  # a wrapper's own attribute, e.g. TimeDistributed's `layer`
             if nxt is None:
                 return None
             group = nxt

@@ -18,7 +18,8 @@ into the next batch, an input whose batch differs from the fixed size (when the 
 records it) is refused with an InputError instead of silently diverging.
 
 `TimeDistributed` runs any registered single-output layer on the time axis folded into the
-batch; a nested model inside it is refused with UnsupportedLayer.
+batch. Around a nested (single-output) model the reader inlines the model between a
+`TimeDistributedFold` and a `TimeDistributedUnfold` node, so its layers are ordinary nodes.
 
 Weights are converted once at build time into Keras 3's layout (kernel, recurrent_kernel,
 bias with gates i,f,c,o for LSTM and z,r,h for GRU): Keras 1 per-gate arrays are
@@ -791,13 +792,6 @@ def build_bidirectional(config: dict[str, Any], weights: dict[str, np.ndarray]) 
 # ----- TimeDistributed ----------------------------------------------------------------
 def _inner_layer(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     inner = _nested(config, config.get("layer"), "layer")
-    if inner["class_name"] in ("Sequential", "Functional", "Model"):
-        raise UnsupportedLayer(
-            f"layer '{config.get('name', '')}': TimeDistributed around a nested model "
-            f"('{inner['config'].get('name', inner['class_name'])}') is not supported yet; "
-            "apply TimeDistributed to each inner layer instead, or reshape the time axis "
-            "into the batch with Reshape layers"
-        )
     inner["config"].setdefault("name", f"{config.get('name', '')}/layer")
     return inner, get_op(inner["class_name"], config.get("name", ""))
 
@@ -843,6 +837,51 @@ def build_time_distributed(config: dict[str, Any], weights: dict[str, np.ndarray
         if isinstance(y, (list, tuple)):
             y = y[0]
         return np.asarray(y).reshape(x.shape[:2] + np.shape(y)[1:])
+
+    return run
+
+
+# A TimeDistributed around a nested model is expanded by the reader into
+# TimeDistributedFold -> the inlined model's nodes -> TimeDistributedUnfold.
+def _fold_masks(config: dict[str, Any], inputs: list, masks: list) -> list:
+    mask = masks[0] if masks else None
+    if mask is None:
+        return [None]
+    mask = np.asarray(mask)
+    return [mask.reshape(-1, *mask.shape[2:])]
+
+
+@register("TimeDistributedFold", mask=_fold_masks)
+def build_time_fold(config: dict[str, Any], weights: dict[str, np.ndarray]) -> Callable:
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim < 3:
+            raise InputError(
+                f"layer '{config.get('name', '')}' expects (batch, time, ...), got shape {x.shape}"
+            )
+        return x.reshape(-1, *x.shape[2:])
+
+    return run
+
+
+def _unfold_masks(config: dict[str, Any], inputs: list, masks: list) -> list:
+    """tf_keras keeps the inner model's output mask (per timestep), else the wrapper's input
+    mask reduced to (batch, time); Keras 3 passes the wrapper's input mask on."""
+    inner_mask, outer_mask = (list(masks) + [None, None])[:2]
+    if _major(config) < 3 and inner_mask is not None:
+        m = np.asarray(inner_mask)
+        return [m.reshape(np.shape(inputs[1])[:2] + m.shape[1:])]
+    if outer_mask is not None and np.ndim(outer_mask) > 2:
+        m = np.asarray(outer_mask)
+        return [m.reshape(m.shape[:2] + (-1,)).any(axis=-1)]
+    return [outer_mask]
+
+
+@register("TimeDistributedUnfold", mask=_unfold_masks)
+def build_time_unfold(config: dict[str, Any], weights: dict[str, np.ndarray]) -> Callable:
+    def run(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        y = np.asarray(y)
+        return y.reshape(np.shape(x)[:2] + y.shape[1:])
 
     return run
 

@@ -627,6 +627,193 @@ def test_zoo_vit_style_classifier(api: str, tmp_path: Path) -> None:
     export_and_compare(build, rand(2, 16, 16, 3), tmp_path, api=api, atol=2e-5)
 
 
+# ----- TF ops (tf_keras TFOpLambda / SlicingOpLambda, Keras 3 keras.ops nodes) ----------
+# (label, function of (tf, a, b)); a, b have shape (batch, 4, 6). Every function the runtime
+# whitelists appears at least once (test_every_tf_function_is_exercised).
+TF_OP_CASES = [
+    ("multiply_const", lambda tf, a, b: a * 2.0),
+    ("radd_rsub_rdiv", lambda tf, a, b: 1.5 + a + (3.0 - b) + 2.0 / (tf.abs(a) + 1.0)),
+    ("math_fns", lambda tf, a, b: tf.math.add(a, b) - tf.math.subtract(b, 0.5)
+     + tf.math.multiply(a, b) + tf.math.truediv(a, 4) + tf.math.divide(a, 2.0)),
+    ("pow_neg", lambda tf, a, b: -(a ** 2) + tf.math.pow(tf.abs(a), 1.5) + tf.math.negative(b)),
+    ("floordiv_mod", lambda tf, a, b: a // 0.3 + a % 0.7 + tf.math.floormod(b, -0.4)
+     + tf.compat.v1.floor_div(b, 0.25)),
+    ("int_floordiv_mod_mean", lambda tf, a, b: tf.cast(
+        tf.cast(a * 20.0, tf.int32) // 3 + tf.cast(b * 20.0, tf.int32) % 7
+        # non-negative: TF truncates integer means, the NumPy runtime floors (reported)
+        + tf.reduce_mean(tf.cast(tf.abs(a) * 20.0, tf.int32), axis=1, keepdims=True), tf.float32)),
+    ("int_truediv", lambda tf, a, b: tf.cast(tf.cast(a * 9.0, tf.int32) / 4, tf.float32)),
+    ("const_vector", lambda tf, a, b: a * tf.constant([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
+    ("reshape", lambda tf, a, b: tf.reshape(a, (-1, 24))),
+    ("reshape_dynamic", lambda tf, a, b: tf.reshape(a, [tf.shape(a)[0], 6, 4])),
+    ("reshape_shape_tensor", lambda tf, a, b: tf.reshape(b, tf.shape(a))),
+    ("slice_basic", lambda tf, a, b: a[:, 1:3]),
+    ("slice_ellipsis_newaxis_stride", lambda tf, a, b: a[:, 1:4, ..., tf.newaxis, ::2]),
+    ("slice_int", lambda tf, a, b: a[:, 0]),
+    ("slice_negative", lambda tf, a, b: a[..., -1:] + a[:, ::-1, -2:]),
+    ("slice_negative_step_bounds", lambda tf, a, b: a[:, 3:0:-2, -1]),
+    ("slice_mixed", lambda tf, a, b: a[:, -1, 2:5:2]),
+    ("slice_dynamic", lambda tf, a, b: a[:, : tf.shape(a)[1] - 1, 1:]),
+    ("concat", lambda tf, a, b: tf.concat([a, b, a], axis=-1)),
+    ("concat_axis1", lambda tf, a, b: tf.concat([a, b], 1)),
+    ("stack", lambda tf, a, b: tf.stack([a, b], axis=1)[:, 1] + tf.stack([a, b], axis=-1)[..., 0]),
+    ("reduce_sum", lambda tf, a, b: tf.reduce_sum(a, axis=1)),
+    ("reduce_mean_keepdims", lambda tf, a, b: tf.reduce_mean(a, axis=[1, 2], keepdims=True)),
+    ("reduce_max", lambda tf, a, b: tf.reduce_max(a, -1)),
+    ("reduce_min_all", lambda tf, a, b: tf.reduce_min(a) + b),
+    ("reduce_prod", lambda tf, a, b: tf.reduce_prod(a + 1.0, axis=-1, keepdims=True)),
+    ("reduce_v1_keep_dims", lambda tf, a, b: tf.compat.v1.reduce_sum(a, 1, keep_dims=True)),
+    ("matmul", lambda tf, a, b: tf.matmul(a, b, transpose_b=True)),
+    ("matmul_transpose_a", lambda tf, a, b: tf.linalg.matmul(a, b, transpose_a=True)),
+    ("matmul_operator", lambda tf, a, b: a @ tf.transpose(b, [0, 2, 1])),
+    ("matmul_adjoint", lambda tf, a, b: tf.matmul(a, b, adjoint_b=True)),
+    ("matrix_transpose", lambda tf, a, b: tf.linalg.matrix_transpose(a)),
+    ("transpose", lambda tf, a, b: tf.transpose(a, perm=[0, 2, 1])),
+    ("transpose_v1", lambda tf, a, b: tf.compat.v1.transpose(a, perm=[2, 0, 1])),
+    ("expand_squeeze", lambda tf, a, b: tf.squeeze(tf.expand_dims(a, 1), axis=[1])),
+    ("expand_dims_last", lambda tf, a, b: tf.expand_dims(a, -1)),
+    ("squeeze_all_v1", lambda tf, a, b: tf.compat.v1.squeeze(tf.compat.v1.expand_dims(a[:, :1], 3))),
+    ("activations", lambda tf, a, b: tf.nn.relu(a) + tf.nn.sigmoid(b) + tf.math.sigmoid(a)
+     + tf.nn.tanh(a) + tf.math.tanh(b) + tf.nn.relu6(a * 8.0)),
+    ("softmax", lambda tf, a, b: tf.nn.softmax(a) + tf.nn.softmax(b, axis=1)
+     + tf.math.softmax(a, axis=-1)),
+    ("more_activations", lambda tf, a, b: tf.nn.elu(a) + tf.nn.selu(b) + tf.nn.softplus(a)
+     + tf.math.softplus(b) + tf.nn.leaky_relu(b) + tf.nn.leaky_relu(a, alpha=0.05)
+     + tf.nn.gelu(a) + tf.nn.gelu(b, approximate=True) + tf.nn.silu(b) + tf.nn.swish(a)
+     + tf.nn.log_softmax(a) + tf.math.log_softmax(b, axis=1)),
+    ("math_unary", lambda tf, a, b: tf.math.sqrt(tf.abs(a)) + tf.exp(a) + tf.math.log(tf.abs(b) + 0.1)
+     + tf.square(a) + tf.math.rsqrt(tf.abs(a) + 0.5)),
+    ("max_min_clip", lambda tf, a, b: tf.maximum(a, 0.1) + tf.minimum(a, b)
+     + tf.clip_by_value(b, -0.4, 0.3)),
+    ("cast", lambda tf, a, b: tf.cast(tf.cast(a * 4.0, tf.int32), "float32")
+     + tf.dtypes.cast(tf.cast(b * 3.0, tf.int64), tf.float32)),
+    ("add_n", lambda tf, a, b: tf.add_n([a, b, a])),
+    ("shape_v1", lambda tf, a, b: a * tf.cast(tf.compat.v1.shape(a)[2], tf.float32)),
+]
+TF_OP_NO_KERAS_FORMAT = {"slice_ellipsis_newaxis_stride", "slice_negative"}
+
+
+def _tf_op_model(fn: Any) -> Any:
+    def build(K):
+        import tensorflow as tf
+
+        a, b = K.Input((4, 6)), K.Input((4, 6))
+        x = K.layers.Dense(6)(a)  # tensors that come out of a real layer too
+        return K.Model([a, b], fn(tf, x, b))
+
+    return build
+
+
+@pytest.mark.parametrize("case", TF_OP_CASES, ids=[c[0] for c in TF_OP_CASES])
+def test_tf_op_lambda(case: tuple, tmp_path: Path) -> None:
+    export_and_compare(_tf_op_model(case[1]), [rand(3, 4, 6, seed=1), rand(3, 4, 6, seed=2)],
+                       tmp_path, api="tf_keras")
+
+
+@pytest.mark.parametrize("opset", [13, ORT_MAX_OPSET])
+def test_tf_op_lambda_opsets(opset: int, tmp_path: Path) -> None:
+    def fn(tf, a, b):
+        return tf.reduce_mean(a[:, 1:, ::2], axis=[1, 2], keepdims=True) + tf.reduce_max(b, 1)[:, None]
+
+    export_and_compare(_tf_op_model(fn), [rand(3, 4, 6, seed=1), rand(3, 4, 6, seed=2)], tmp_path,
+                       api="tf_keras", opset=opset)
+
+
+def test_every_tf_function_is_exercised() -> None:
+    """Each function tfless runs for a TFOpLambda has a converter and a parity case above."""
+    import inspect
+
+    from tfless.export.onnx_ops import tfop as onnx_tfop
+    from tfless.ops import tfop as runtime_tfop
+
+    assert set(runtime_tfop.TF_FUNCTIONS) == set(onnx_tfop.TF_FUNCTIONS)
+    assert set(runtime_tfop.KERAS_OPS) == set(onnx_tfop.KERAS_OPS)
+    source = inspect.getsource(sys.modules[__name__])
+    spelled = {f: "tf." + f.replace("__operators__.", "") for f in runtime_tfop.TF_FUNCTIONS}
+    spelled.update({"__operators__.add": " + ", "__operators__.getitem": "a[:",
+                    "math.add": "tf.math.add", "math.subtract": " - ", "math.truediv": " / ",
+                    "compat.v1.floor_div": "floor_div", "math.floordiv": " // ",
+                    "math.floormod": " % ", "math.pow": " ** ", "math.negative": "-(",
+                    "math.multiply": " * ", "linalg.matmul": "tf.matmul", "math.abs": "tf.abs",
+                    "math.exp": "tf.exp", "math.square": "tf.square",
+                    "math.maximum": "tf.maximum", "math.minimum": "tf.minimum",
+                    "math.reduce_sum": "tf.reduce_sum", "math.reduce_mean": "tf.reduce_mean",
+                    "math.reduce_max": "tf.reduce_max", "math.reduce_min": "tf.reduce_min",
+                    "math.reduce_prod": "tf.reduce_prod", "math.add_n": "tf.add_n",
+                    "shape": "tf.shape"})
+    missing = [f for f, text in spelled.items() if text not in source]
+    assert not missing, f"TF functions without an ONNX parity case: {missing}"
+
+
+K3_OP_CASES = [
+    ("arith", lambda ops, a, b: (a * 2.0 + b) / (ops.abs(b) + 1.0) - 1.0 + (2.0 - a) ** 2),
+    ("math", lambda ops, a, b: ops.add(a, b) - ops.subtract(a, 1) + ops.multiply(a, b)
+     + ops.divide(a, 2.0) + ops.true_divide(a, b + 3.0) + ops.power(a, 2) + ops.negative(b)),
+    ("getitem", lambda ops, a, b: a[:, 1:3] + b[:, :2, ...]),
+    ("getitem_newaxis_int", lambda ops, a, b: a[..., None, ::2] + a[:, 0][:, None, None, ::2]),
+    ("reshape", lambda ops, a, b: ops.reshape(a, (-1, 24))),
+    ("concat_stack", lambda ops, a, b: ops.concatenate([a, ops.stack([a, b], axis=1)[:, 0]], axis=-1)),
+    ("reductions", lambda ops, a, b: ops.sum(a, axis=(1, 2)) + ops.mean(a, axis=1)[:, 0]
+     + ops.max(a, axis=-1)[:, 1] + ops.min(a, axis=1, keepdims=True)[:, 0, 2] + ops.prod(a, axis=1)[:, 3]),
+    ("mean_all", lambda ops, a, b: ops.mean(a) + b),
+    ("int_mean_divide", lambda ops, a, b: ops.mean(ops.cast(a * 9.0, "int32"), axis=1)[:, None]
+     + ops.divide(ops.cast(a * 9.0, "int32"), 4)),
+    ("matmul_transpose", lambda ops, a, b: ops.matmul(a, ops.transpose(b, (0, 2, 1)))
+     + a @ ops.transpose(b, (0, 2, 1))),
+    ("expand_squeeze", lambda ops, a, b: ops.squeeze(ops.expand_dims(a, 1), axis=1)),
+    ("unary", lambda ops, a, b: ops.sqrt(ops.abs(a)) + ops.exp(a) + ops.log(ops.abs(b) + 0.1)
+     + ops.square(a) + ops.rsqrt(ops.abs(a) + 0.5) + ops.absolute(b)),
+    ("activations", lambda ops, a, b: ops.relu(a) + ops.sigmoid(b) + ops.tanh(a) + ops.softmax(a, axis=1)
+     + ops.relu6(a * 8.0) + ops.softplus(b) + ops.silu(a)),
+    ("cast", lambda ops, a, b: ops.cast(ops.cast(a * 4.0, "int32"), "float32")),
+    ("compare_where", lambda ops, a, b: ops.where(a > b, a, b) + ops.cast(ops.not_equal(a, 0.0), "float32")
+     + ops.cast(ops.logical_and(a >= b, ops.logical_or(a < 0.1, ops.logical_not(b <= 0.2))), "float32")
+     + ops.cast(ops.equal(a, b), "float32")),
+    ("max_min_clip", lambda ops, a, b: ops.maximum(a, 0.1) + ops.minimum(a, b) + ops.clip(b, -0.4, 0.3)),
+    ("einsum", lambda ops, a, b: ops.einsum("bij,bkj->bik", a, b)),
+]
+
+
+@pytest.mark.parametrize("case", K3_OP_CASES, ids=[c[0] for c in K3_OP_CASES])
+def test_keras3_raw_ops(case: tuple, tmp_path: Path) -> None:
+    def build(K):
+        a, b = K.Input((4, 6)), K.Input((4, 6))
+        x = K.layers.Dense(6)(a)
+        return K.Model([a, b], case[1](K.ops, x, b))
+
+    export_and_compare(build, [rand(3, 4, 6, seed=1), rand(3, 4, 6, seed=2)], tmp_path)
+
+
+def test_keras3_mask_computation_node(tmp_path: Path) -> None:
+    """Keras 3 records the mask passed to a layer's `mask` argument as a NotEqual op node."""
+    def build(K):
+        ids = K.Input((5,), dtype="int32")
+        x = K.layers.Embedding(10, 4, mask_zero=True)(ids)
+        x = K.layers.BatchNormalization()(x)
+        return K.Model(ids, K.layers.Multiply()([x, x]))
+
+    ids = np.array([[1, 2, 0, 0, 3], [4, 0, 5, 6, 0]], dtype="int32")
+    export_and_compare(build, ids, tmp_path)
+
+
+def test_tf_op_without_converter_fails_naming_the_layer(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tfless.export.onnx_ops import tfop as onnx_tfop
+
+    K = keras_module("tf_keras")
+    a = K.Input((4, 6))
+    model = K.Model(a, K.layers.Dense(3)(a) * 2.0)
+    path = tmp_path / "m.h5"
+    model.save(path)
+    loaded = tfless.load(path)
+    monkeypatch.delitem(onnx_tfop.TF_FUNCTIONS, "math.multiply")
+    out = tmp_path / "never.onnx"
+    with pytest.raises(tfless.UnsupportedLayer,
+                       match=r"layer 'tf.math.multiply(_\d+)?' calls tf.math.multiply"):
+        tfless.export_onnx(loaded, out)
+    assert not out.exists() and not list(tmp_path.glob("*.onnx*"))
+
+
 # ----- shapes, batch, metadata ---------------------------------------------------------
 def _dims(value_info: Any) -> list[Any]:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
@@ -750,7 +937,8 @@ def test_newest_opset_exports_and_checks(small_model: Path, tmp_path: Path) -> N
 
 # Families whose every runtime op exports; a family joins once its converters are written.
 CONVERTED_FAMILIES = ("activations", "attention", "convolutional", "core", "merging",
-                      "normalization", "pooling", "preprocessing", "recurrent", "reshaping")
+                      "normalization", "pooling", "preprocessing", "recurrent", "reshaping",
+                      "tfop")
 
 
 def test_every_op_of_converted_families_has_a_converter() -> None:

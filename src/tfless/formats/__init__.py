@@ -14,6 +14,7 @@ from .keras_config import GraphBuilder, keras_major
 from .keras_zip import read_keras_zip
 from .limits import DEFAULT_LIMITS
 from .savedmodel import read_savedmodel
+from .tflite import read_tflite
 
 
 def read_graph(path: str | Path, weights: str | Path | None = None,
@@ -34,6 +35,8 @@ def read_graph(path: str | Path, weights: str | Path | None = None,
         return read_keras_zip(path, lenient=lenient)
     if kind == "json":
         return read_json_architecture(path, weights, lenient)
+    if kind == "tflite":
+        return read_tflite(path, lenient)
     if kind == "savedmodel":
         return read_savedmodel(path, lenient)
     if kind == "pickle":

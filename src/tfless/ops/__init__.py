@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     preprocessing,
     recurrent,
     reshaping,
+    tflite,
     tfop,
 )
 from .registry import REGISTRY, OpSpec, get_op, register, supported_ops

@@ -438,3 +438,46 @@ def test_time_distributed_model_with_two_outputs_is_refused(tmp_path: Path) -> N
     with pytest.raises(tfless.UnsupportedLayer, match="'td' is a TimeDistributed around model "
                        "'inner' with 2 outputs"):
         tfless.load(tmp_path / "m.json", weights=tmp_path / "w.h5")
+
+
+# ----- wrappers inside wrappers -----------------------------------------------------------
+@pytest.mark.parametrize("api", APIS)
+def test_time_distributed_bidirectional(api: str) -> None:
+    """`.keras` keeps the inner wrapper's sides under layer/forward_layer, layer/backward_layer:
+    they must be read in that order, not alphabetically."""
+    def build(K):
+        inp = K.Input((3, 5, 2))
+        words = K.layers.TimeDistributed(K.layers.Bidirectional(
+            K.layers.LSTM(4), backward_layer=K.layers.LSTM(3, go_backwards=True)))(inp)
+        seq = K.layers.TimeDistributed(K.layers.Bidirectional(
+            K.layers.GRU(2, return_sequences=True), merge_mode="sum"))(inp)
+        pages = K.Input((2, 3, 5, 2))
+        lines = K.layers.TimeDistributed(K.layers.TimeDistributed(K.layers.Bidirectional(
+            K.layers.SimpleRNN(2), backward_layer=K.layers.SimpleRNN(3, go_backwards=True))))(pages)
+        return K.Model([inp, pages], [words, seq, lines])
+
+    check_parity(build, [rand(2, 3, 5, 2), rand(2, 2, 3, 5, 2, seed=2)], api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_bidirectional_stacked_cells(api: str) -> None:
+    def build(K):
+        inp, masked = masked_input(K, api, (6, 3))
+        cells = [K.layers.LSTMCell(4), K.layers.GRUCell(3), K.layers.SimpleRNNCell(2)]
+        stacked = K.layers.RNN(K.layers.StackedRNNCells(cells), return_sequences=True)
+        out = K.layers.Bidirectional(stacked)(masked)
+        return K.Model(inp, K.layers.TimeDistributed(K.layers.Dense(2))(out))
+
+    check_parity(build, padded_batch(), api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_time_distributed_of_time_distributed(api: str) -> None:
+    def build(K):
+        inp = K.Input((2, 3, 4))
+        inner = K.layers.TimeDistributed(K.layers.Dense(3, activation="relu"))
+        x = K.layers.TimeDistributed(inner)(inp)
+        return K.Model(inp, K.layers.TimeDistributed(K.layers.TimeDistributed(
+            K.layers.Dense(2)))(x))
+
+    check_parity(build, rand(2, 2, 3, 4), api=api)

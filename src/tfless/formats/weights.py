@@ -157,13 +157,14 @@ class ObjectPathWeights:
                 out.append((f"{path}vars/{key}", self.reader.read(vars_group[key],
                                                                   f"{path}vars/{key}")))
         children = [k for k in group if k != "vars" and isinstance(group[k], h5py.Group)]
-        if order is not None:
-            ranked = [c for c in order if c in children]
-            ranked += sorted((c for c in children if c not in order), key=_name_key)
-        else:
-            ranked = sorted(children, key=_name_key)
+        # `order` lists sub-object paths ("forward_layer", or "layer/forward_layer" for a
+        # wrapper inside a wrapper) in `layer.weights` order; the rest go by name.
+        heads = list(dict.fromkeys(entry.split("/", 1)[0] for entry in order or ()))
+        ranked = [c for c in heads if c in children]
+        ranked += sorted((c for c in children if c not in ranked), key=_name_key)
         for child in ranked:
-            self._flatten(group[child], f"{path}{child}/", None, out)
+            deeper = tuple(e.split("/", 1)[1] for e in order or () if e.startswith(f"{child}/"))
+            self._flatten(group[child], f"{path}{child}/", deeper or None, out)
 
     def layer_weights(self, ref: LayerRef) -> NamedArrays:
         group = self._find(ref.saved)

@@ -750,8 +750,14 @@ MERGES = {
 }
 
 
+BIDIRECTIONAL_CHILDREN = ("forward_layer", "backward_layer")
+# Keras 3 `.keras` object paths of a Bidirectional wrapped once or twice in TimeDistributed.
+TIME_DISTRIBUTED_CHILDREN = tuple(f"layer/{c}" for c in BIDIRECTIONAL_CHILDREN) \
+    + tuple(f"layer/layer/{c}" for c in BIDIRECTIONAL_CHILDREN)
+
+
 @register("Bidirectional", weights=_bidirectional_weight_names, mask=_bidirectional_masks,
-          uses_mask=True, children=("forward_layer", "backward_layer"),
+          uses_mask=True, children=BIDIRECTIONAL_CHILDREN,
           num_outputs=_bidirectional_num_outputs)
 def build_bidirectional(config: dict[str, Any], weights: dict[str, np.ndarray]) -> Callable:
     forward_entry, backward_entry = _bidirectional_layers(config)
@@ -816,7 +822,8 @@ def _time_distributed_masks(config: dict[str, Any], inputs: list, masks: list) -
     return [mask]
 
 
-@register("TimeDistributed", weights=_time_distributed_weight_names, mask=_time_distributed_masks)
+@register("TimeDistributed", weights=_time_distributed_weight_names, mask=_time_distributed_masks,
+          children=TIME_DISTRIBUTED_CHILDREN)
 def build_time_distributed(config: dict[str, Any], weights: dict[str, np.ndarray]) -> Callable:
     inner, spec = _inner_layer(config)
     if spec.num_outputs(inner["config"]) != 1:

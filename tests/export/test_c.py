@@ -234,3 +234,110 @@ def test_valgrind_memcheck_finds_no_errors(tmp_path: Path) -> None:
                            "./model_test"], cwd=out, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ERROR SUMMARY" not in done.stderr or "0 errors" in done.stderr
+
+
+@pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`")
+def test_layer_normalization_and_global_pooling_keepdims(tmp_path: Path) -> None:
+    def build(K):
+        L = K.layers
+        inp = K.Input((6, 5, 4))
+        h = L.LayerNormalization(epsilon=1e-5)(inp)
+        h = L.LayerNormalization(axis=[2, 3], center=False)(h)
+        g = L.GlobalAveragePooling2D(keepdims=True)(h)
+        m = L.GlobalMaxPooling2D(keepdims=True)(h)
+        s = L.LayerNormalization(rms_scaling=True)(L.Reshape((30, 4))(h))
+        return K.Model(inp, [L.Concatenate()([g, m]), s, L.LayerNormalization(scale=False)(h)])
+
+    check(build, rand(2, 6, 5, 4) * 3, tmp_path)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_layer_normalization_keras_versions(tmp_path: Path, api: str) -> None:
+    def build(K):
+        inp = K.Input((7,))
+        h = K.layers.LayerNormalization(epsilon=1e-3)(K.layers.Dense(9)(inp))
+        return K.Model(inp, K.layers.LayerNormalization(epsilon=1e-6)(h))
+
+    check(build, rand(3, 7) * 2, tmp_path, api=api)
+
+
+def test_transposed_convolutions(tmp_path: Path) -> None:
+    def build(K):
+        L = K.layers
+        img, seq = K.Input((5, 6, 3)), K.Input((7, 2))
+        a = L.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu")(img)
+        a = L.Conv2DTranspose(3, (2, 3), strides=(1, 2), padding="valid", use_bias=False)(a)
+        a = L.Conv2DTranspose(2, 3, strides=2, padding="same", output_padding=1)(a)
+        a = L.Conv2DTranspose(2, 3, dilation_rate=2, padding="same")(a)
+        b = L.Conv1DTranspose(4, 3, strides=2, padding="same")(seq)
+        b = L.Conv1DTranspose(3, 4, strides=3, padding="valid", activation="tanh")(b)
+        b = L.Conv1DTranspose(2, 2, strides=2, padding="valid", output_padding=1)(b)
+        return K.Model([img, seq], [a, b])
+
+    check(build, [rand(2, 5, 6, 3), rand(2, 7, 2, seed=4)], tmp_path)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_bidirectional_merge_modes_and_time_distributed(tmp_path: Path, api: str) -> None:
+    def build(K):
+        L = K.layers
+        inp = K.Input((6, 3))
+        a = L.Bidirectional(L.LSTM(4, return_sequences=True))(inp)
+        a = L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode="sum")(a)
+        a = L.TimeDistributed(L.Dense(5, activation="relu"))(a)
+        a = L.Bidirectional(L.SimpleRNN(2), merge_mode="ave")(a)
+        b = L.Bidirectional(L.GRU(3, reset_after=False, return_sequences=True), merge_mode="mul")(inp)
+        c = L.Bidirectional(L.LSTM(2, return_sequences=True), merge_mode=None)(inp)
+        d = L.Bidirectional(L.LSTM(3, return_state=True))(inp)
+        return K.Model(inp, [a, L.Flatten()(b), L.Concatenate()(c), L.Concatenate()(d)])
+
+    check(build, rand(3, 6, 3), tmp_path, api=api)
+
+
+def test_time_distributed_conv(tmp_path: Path) -> None:
+    def build(K):
+        L = K.layers
+        inp = K.Input((3, 6, 6, 2))
+        h = L.TimeDistributed(L.Conv2D(3, 3, activation="relu"))(inp)
+        h = L.TimeDistributed(L.Flatten())(L.TimeDistributed(L.MaxPooling2D())(h))
+        return K.Model(inp, L.LSTM(2)(h))
+
+    check(build, rand(2, 3, 6, 6, 2), tmp_path)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_masks_from_embedding_and_masking_into_rnns(tmp_path: Path, api: str) -> None:
+    def build(K):
+        L = K.layers
+        ids, feats = K.Input((7,), name="ids"), K.Input((7, 3), name="feats")
+        e = L.Embedding(12, 4, mask_zero=True)(ids)
+        a = L.LSTM(3, return_sequences=True)(e)
+        a = L.GRU(2, go_backwards=True)(a)
+        b = L.Bidirectional(L.SimpleRNN(3, return_sequences=True))(e)
+        b = L.Bidirectional(L.GRU(2))(b)
+        if api == "keras3":
+            # Keras 3 files spell Masking's mask as keras.ops.Any, which tfless cannot read yet
+            return K.Model([ids, feats], [a, b, L.Dense(2)(feats)])
+        m = L.Masking(mask_value=0.5)(feats)
+        c, h, s = L.LSTM(3, return_state=True)(m)
+        return K.Model([ids, feats], [a, b, L.Concatenate()([c, h, s]),
+                                      L.SimpleRNN(2, return_sequences=True)(m)])
+
+    ids = np.array([[3, 5, 1, 0, 0, 0, 0], [0, 0, 2, 7, 11, 4, 9], [4, 0, 6, 0, 8, 1, 0]],
+                   np.float32)
+    feats = rand(3, 7, 3)
+    feats[0, 4:] = 0.5
+    feats[1, :2] = 0.5
+    feats[2, 3] = 0.5
+    check(build, [ids, feats], tmp_path, api=api)
+
+
+def test_masks_reaching_other_layers_are_refused(tmp_path: Path) -> None:
+    K = keras_module("keras3")
+    inp = K.Input((5,))
+    e = K.layers.Embedding(10, 3, mask_zero=True)(inp)
+    model = K.Model(inp, K.layers.GlobalAveragePooling1D(name="pool")(e))
+    loaded = tfless.load(save(model, tmp_path))
+    with pytest.raises(UnsupportedLayer, match="'pool' \\(GlobalAveragePooling1D\\): a Keras mask"):
+        export_c(loaded, tmp_path / "c")
+    assert not (tmp_path / "c").exists()

@@ -162,6 +162,9 @@ class Emitted:
     out_shapes: list[Shape]
     body: str
     doc: str = ""
+    # a Keras mask on output 0: "new" = the layer writes one (my0, one flag per timestep),
+    # "pass" = output 0 carries the input's mask unchanged
+    out_mask: str = ""
 
 
 @dataclass
@@ -174,6 +177,8 @@ class Context:
     needs_softmax: bool = False
     needs_error: bool = False
     fn: str = ""
+    # the C name of input 0's mask (one unsigned char per timestep) when it has one
+    in_mask: str | None = None
 
     def weight(self, label: str, array: np.ndarray) -> str:
         """Declare `array` as a static const float array; returns its C name."""
@@ -270,8 +275,9 @@ def emit_dense(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
 @emits("Embedding")
 def emit_embedding(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
     (shape,) = ins
-    if node.config.get("mask_zero"):
-        raise _unsupported(node, "mask_zero=True (Keras masking)")
+    mask_zero = bool(node.config.get("mask_zero"))
+    if mask_zero and len(shape) != 1:
+        raise _unsupported(node, f"mask_zero=True on input shape {shape} (only (timesteps,))")
     table = node.weights["embeddings"]
     rows, dim = table.shape
     t = ctx.weight("embeddings", table)
@@ -282,9 +288,31 @@ def emit_embedding(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
         f"        const long id = (long)x0[i];\n"
         f"        if (id < 0 || id >= {rows}) {{ model_error = 1; id_out_of_range = x0[i]; return; }}\n"
         f"        memcpy(y0 + (size_t)i * {dim}, {t} + id * {dim}, {dim} * sizeof(float));\n"
+        + ("        my0[i] = x0[i] != 0.0f;  /* mask_zero: id 0 is padding */\n"
+           if mask_zero else "")
+        + "    }\n"
+    )
+    return Emitted([(*shape, dim)], body, f"Embedding {rows} x {dim}",
+                   "new" if mask_zero else "")
+
+
+@emits("Masking")
+def emit_masking(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
+    (shape,) = ins
+    if len(shape) != 2:
+        raise _unsupported(node, f"input shape {shape} (only (timesteps, features))")
+    steps, n = shape
+    value = c_float(node.config.get("mask_value", 0.0))
+    body = (
+        f"    for (int t = 0; t < {steps}; ++t) {{\n"
+        f"        const float* xt = x0 + (size_t)t * {n};\n"
+        f"        unsigned char keep = 0;\n"
+        f"        for (int i = 0; i < {n}; ++i) keep |= xt[i] != {value};\n"
+        f"        my0[t] = keep;\n"
+        f"        for (int i = 0; i < {n}; ++i) y0[(size_t)t * {n} + i] = xt[i] * (float)keep;\n"
         f"    }}\n"
     )
-    return Emitted([(*shape, dim)], body, f"Embedding {rows} x {dim}")
+    return Emitted([shape], body, f"Masking (mask_value {value})", "new")
 
 
 # ----- activation layers --------------------------------------------------------------
@@ -544,6 +572,67 @@ def emit_separable(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
     return Emitted([out], body, f"{node.op} {dk.shape[:2]} {hw[-1]} -> {cout}")
 
 
+@emits("Conv1DTranspose", "Conv2DTranspose")
+def emit_conv_transpose(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
+    from ..ops.convolutional import transpose_out_size  # Keras's output length rule
+
+    _channels_last(node)
+    rank = _conv_rank(node.op)
+    (shape,) = ins
+    if len(shape) != rank + 1:
+        raise _unsupported(node, f"input shape {shape}")
+    kernel = _kernel_2d(node.weights["kernel"], rank)  # (kh, kw, filters, in)
+    cfg = node.config
+    strides = _tuple(cfg.get("strides", 1) or 1, rank, "strides", node)
+    dil = _tuple(cfg.get("dilation_rate", 1) or 1, rank, "dilation_rate", node)
+    padding = str(cfg.get("padding", "valid")).lower()
+    if padding not in ("valid", "same"):
+        raise _unsupported(node, f"padding='{padding}'")
+    out_pad = cfg.get("output_padding")
+    out_pad = None if out_pad is None else _tuple(out_pad, rank, "output_padding", node)
+    hw_in = (1, *shape[:-1]) if rank == 1 else shape[:-1]
+    ks, st, dl = kernel.shape[:2], (1, *strides) if rank == 1 else strides, \
+        (1, *dil) if rank == 1 else dil
+    op_ = (0, *out_pad) if rank == 1 and out_pad else out_pad
+    out_hw = tuple(transpose_out_size(n, k, s, d, padding, None if op_ is None else p)
+                   for n, k, s, d, p in zip(hw_in, ks, st, dl, op_ or (0, 0)))
+    # each input pixel and tap adds into output pixel i*stride + k*dilation - pad, where pad
+    # is the 'same' padding of the forward convolution that maps the output back to the input
+    pads = [window(o, k, s, d, "same", node).pad if padding == "same" else 0
+            for o, k, s, d in zip(out_hw, ks, st, dl)]
+    filters, cin = kernel.shape[2], kernel.shape[3]
+    k = ctx.weight("kernel", np.ascontiguousarray(np.swapaxes(kernel, 2, 3)))  # (kh, kw, in, F)
+    b = ctx.weight("bias", node.weights["bias"]) if "bias" in node.weights else None
+    (h, w), (oh_n, ow_n) = hw_in, out_hw
+    init = f"{b}[i % {filters}]" if b else "0.0f"
+    body = (
+        f"    for (int i = 0; i < {oh_n * ow_n * filters}; ++i) y0[i] = {init};\n"
+        f"    for (int ih = 0; ih < {h}; ++ih) {{\n"
+        f"        for (int iw = 0; iw < {w}; ++iw) {{\n"
+        f"            const float* xp = x0 + (size_t)(ih * {w} + iw) * {cin};\n"
+        f"            for (int ky = 0; ky < {ks[0]}; ++ky) {{\n"
+        f"                const int oh = ih * {st[0]} + ky * {dl[0]} - {pads[0]};\n"
+        f"                if (oh < 0 || oh >= {oh_n}) continue;\n"
+        f"                for (int kx = 0; kx < {ks[1]}; ++kx) {{\n"
+        f"                    const int ow = iw * {st[1]} + kx * {dl[1]} - {pads[1]};\n"
+        f"                    if (ow < 0 || ow >= {ow_n}) continue;\n"
+        f"                    float* yp = y0 + (size_t)(oh * {ow_n} + ow) * {filters};\n"
+        f"                    const float* kp = {k} + (size_t)(ky * {ks[1]} + kx) * {cin * filters};\n"
+        f"                    for (int ci = 0; ci < {cin}; ++ci) {{\n"
+        f"                        const float xv = xp[ci];\n"
+        f"                        const float* kr = kp + ci * {filters};\n"
+        f"                        for (int f = 0; f < {filters}; ++f) yp[f] += xv * kr[f];\n"
+        f"                    }}\n"
+        f"                }}\n"
+        f"            }}\n"
+        f"        }}\n"
+        f"    }}\n"
+    )
+    out = (*out_hw[2 - rank:], filters)
+    body += ctx.activation(cfg.get("activation"), node, "y0", out)
+    return Emitted([out], body, f"{node.op} {kernel.shape[:2]} {cin} -> {filters}")
+
+
 # ----- pooling ------------------------------------------------------------------------
 @emits("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D")
 def emit_pool(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
@@ -641,6 +730,44 @@ def emit_batchnorm(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
         f"    }}\n"
     )
     return Emitted([shape], body, "BatchNormalization (inference)")
+
+
+@emits("LayerNormalization")
+def emit_layer_normalization(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
+    (shape,) = ins
+    cfg = node.config
+    axes = cfg.get("axis", -1)
+    axes = sorted({_axis(a, len(shape), node) for a in (axes if isinstance(axes, list) else [axes])})
+    if axes != list(range(axes[0], len(shape))):
+        raise _unsupported(node, f"axis={cfg.get('axis')!r} (only trailing axes, e.g. -1)")
+    outer, n = size_of(shape[:axes[0]]), size_of(shape[axes[0]:])
+    eps = c_float(cfg.get("epsilon", 1e-3))
+    rms = bool(cfg.get("rms_scaling"))
+    # tf_keras's fused kernel ((x - mean) * inv * gamma + beta) rounds differently from the
+    # unfused x * (inv * gamma) + (beta - mean * inv * gamma); mirror the runtime's choice
+    fused = "keras_major" in cfg and float(F32(cfg.get("epsilon", 1e-3))) >= 1.001e-5
+    g = ctx.weight("gamma", node.weights["gamma"].reshape(-1)) if "gamma" in node.weights else None
+    b = ctx.weight("beta", node.weights["beta"].reshape(-1)) if "beta" in node.weights else None
+    gi = f" * {g}[i]" if g else ""
+    if rms:
+        expr = f"xr[i] * inv{gi}"
+    elif fused:
+        expr = f"(xr[i] - mean) * inv{gi}" + (f" + {b}[i]" if b else "")
+    else:
+        expr = (f"xr[i] * (inv{gi}) + (-mean * (inv{gi})" + (f" + {b}[i])" if b else ")"))
+    body = (
+        f"    for (int o = 0; o < {outer}; ++o) {{\n"
+        f"        const float* xr = x0 + (size_t)o * {n};\n"
+        f"        float* yr = y0 + (size_t)o * {n};\n"
+        f"        double sum = 0.0, sq = 0.0;\n"
+        f"        for (int i = 0; i < {n}; ++i) sum += xr[i];\n"
+        f"        const float mean = (float)(sum / {n});\n"
+        f"        for (int i = 0; i < {n}; ++i) {{ const float d = xr[i] - mean; sq += (double)d * d; }}\n"
+        f"        const float inv = 1.0f / sqrtf((float)(sq / {n}) + {eps});\n"
+        f"        for (int i = 0; i < {n}; ++i) yr[i] = {expr};\n"
+        f"    }}\n"
+    )
+    return Emitted([shape], body, f"LayerNormalization over {n} values{' (rms)' if rms else ''}")
 
 
 FOLDABLE = {"Dense": "kernel", "Conv1D": "kernel", "Conv2D": "kernel",
@@ -855,16 +982,59 @@ def emit_upsampling(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
 
 # ----- recurrent ----------------------------------------------------------------------
 RNN_GATES = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}
+# layers that apply an incoming Keras mask (the only ones a masked tensor may reach)
+MASK_USERS = ("SimpleRNN", "GRU", "LSTM", "Bidirectional")
+
+
+def _rnn_call(node: Node, ins: list[Shape], ctx: Context) -> tuple[Shape, str | None]:
+    """The sequence's shape and the C expression base of its mask, if any: Keras 2 files
+    carry masks implicitly (mx0); Keras 3 files pass them as an input tensor (0/1 floats)."""
+    from ..ops.recurrent import parse_rnn_call  # the runtime's reading of the call
+
+    seq, states, mask_pos = parse_rnn_call(node.config)
+    if states or seq != 0:
+        raise _unsupported(node, "initial states passed as inputs")
+    if mask_pos is None:
+        if len(ins) != 1:
+            raise _unsupported(node, f"{len(ins)} inputs")
+        return ins[0], ctx.in_mask
+    if ins[mask_pos] != ins[0][:1]:
+        raise _unsupported(node, f"a mask of shape {ins[mask_pos]} (only one flag per timestep)")
+    return ins[0], f"x{mask_pos}"
 
 
 @emits("SimpleRNN", "GRU", "LSTM")
 def emit_rnn(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
+    shape, mask = _rnn_call(node, ins, ctx)
+    emitted = rnn_body(node, shape, ctx, mask=mask,
+                       zero_output=bool(node.config.get("zero_output_for_mask")))
+    if ctx.in_mask and node.config.get("return_sequences"):
+        emitted.out_mask = "pass"
+    return emitted
+
+
+@emits("keras.ops.NotEqual")
+def emit_not_equal(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
+    """x != constant, as Keras 3 files spell an Embedding's mask_zero mask."""
+    args = node.config.get("call_args") or []
+    consts = [a for a in args if not isinstance(a, dict)]
+    if len(ins) != 1 or len(args) != 2 or len(consts) != 1 \
+            or not isinstance(consts[0], (int, float)):
+        raise _unsupported(node, "NotEqual other than between a tensor and a number")
+    return _elementwise(ins[0], f"(x != {c_float(consts[0])} ? 1.0f : 0.0f)",
+                        f"NotEqual {consts[0]}")
+
+
+def rnn_body(node: Node, shape: Shape, ctx: Context, x: str = "x0",
+             ys: tuple[str, ...] = ("y0", "y1", "y2"), mask: str | None = None,
+             zero_output: bool = False) -> Emitted:
+    """One recurrent layer reading `x` and writing output, states to `ys`.
+
+    With `mask` (one flag per timestep), a masked step keeps the states and outputs the
+    previous output, or zeros with `zero_output`, as Keras's backend.rnn does."""
     cfg = node.config
-    if len(ins) != 1:
-        raise _unsupported(node, "initial states or constants passed as inputs")
     if cfg.get("time_major"):
         raise _unsupported(node, "time_major=True")
-    (shape,) = ins
     if len(shape) != 2:
         raise _unsupported(node, f"input shape {shape} (expected (timesteps, features))")
     steps, n_in = shape
@@ -901,7 +1071,20 @@ def emit_rnn(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
         "    memset(h, 0, sizeof h);",
         f"    for (int s = 0; s < {steps}; ++s) {{",
         f"        const int t = {f'{steps - 1} - s' if back else 's'};",
-        f"        const float* xt = x0 + (size_t)t * {n_in};",
+    ]
+    if mask:
+        # a masked step: states stay, the output is the previous one (h) or zeros
+        if seq:
+            keep_out = (f"memset({ys[0]} + (size_t)s * {units}, 0, sizeof h); " if zero_output
+                        else f"memcpy({ys[0]} + (size_t)s * {units}, h, sizeof h); ")
+        else:
+            keep_out = "last_masked = 1; " if zero_output else ""
+        lines.append(f"        if (!{mask}[t]) {{ {keep_out}continue; }}")
+        if zero_output and not seq:
+            lines.insert(2, "    int last_masked = 0;")
+            lines.append("        last_masked = 0;")
+    lines += [
+        f"        const float* xt = {x} + (size_t)t * {n_in};",
         f"        for (int j = 0; j < {g}; ++j) {{ zx[j] = {bx}[j]; "
         f"zh[j] = {f'{bh}[j]' if bh else '0.0f'}; }}",
         f"        for (int i = 0; i < {n_in}; ++i) {{",
@@ -955,19 +1138,120 @@ def emit_rnn(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
         ]
     lines.append("        }")
     if seq:
-        lines.append(f"        memcpy(y0 + (size_t)s * {u}, h, sizeof h);")
+        lines.append(f"        memcpy({ys[0]} + (size_t)s * {u}, h, sizeof h);")
     lines.append("    }")
-    if not seq:
-        lines.append("    memcpy(y0, h, sizeof h);")
+    if not seq and mask and zero_output:
+        lines.append(f"    if (last_masked) memset({ys[0]}, 0, sizeof h); "
+                     f"else memcpy({ys[0]}, h, sizeof h);")
+    elif not seq:
+        lines.append(f"    memcpy({ys[0]}, h, sizeof h);")
     outs: list[Shape] = [(steps, u) if seq else (u,)]
     if n_states:
-        lines.append("    memcpy(y1, h, sizeof h);")
+        lines.append(f"    memcpy({ys[1]}, h, sizeof h);")
         outs.append((u,))
         if node.op == "LSTM":
-            lines.append("    memcpy(y2, cs, sizeof cs);")
+            lines.append(f"    memcpy({ys[2]}, cs, sizeof cs);")
             outs.append((u,))
-    doc = f"{node.op} {n_in} -> {u}, {steps} steps{' backwards' if back else ''}"
+    doc = (f"{node.op} {n_in} -> {u}, {steps} steps{' backwards' if back else ''}"
+           f"{', masked' if mask else ''}")
     return Emitted(outs, "\n".join(lines) + "\n", doc)
+
+
+def _sub_node(node: Node, entry: dict[str, Any], prefix: str) -> Node:
+    """The layer a wrapper holds, with its own config and its weights under `prefix`."""
+    weights = {k[len(prefix):]: v for k, v in node.weights.items() if k.startswith(prefix)}
+    return Node(node.name, entry["class_name"], entry["config"], weights, [], [])
+
+
+def _block(body: str) -> str:
+    """`body` in its own C block, so two inlined layers keep separate static buffers."""
+    return "    {\n" + "".join(f"    {line}\n" for line in body.splitlines()) + "    }\n"
+
+
+BIDIRECTIONAL_MERGE = {"sum": "a + b", "mul": "a * b", "ave": "(a + b) / 2.0f"}
+
+
+@emits("Bidirectional")
+def emit_bidirectional(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
+    from ..ops.recurrent import _bidirectional_layers  # the runtime's reading of the config
+
+    shape, mask = _rnn_call(node, ins, ctx)
+    forward_entry, backward_entry = _bidirectional_layers(node.config)
+    merge = node.config.get("merge_mode", "concat")
+    if merge is not None and merge != "concat" and merge not in BIDIRECTIONAL_MERGE:
+        raise _unsupported(node, f"merge_mode={merge!r}")
+    seq = bool(forward_entry["config"].get("return_sequences"))
+    fn, sides = ctx.fn, []
+    body = ""
+    for side, entry in (("fwd", forward_entry), ("bwd", backward_entry)):
+        sub = _sub_node(node, entry, "forward/" if side == "fwd" else "backward/")
+        ctx.fn = f"{fn}_{side}"
+        # Keras zeroes masked steps' outputs inside Bidirectional when it returns sequences
+        emitted = rnn_body(sub, shape, ctx, ys=(f"{side}0", f"{side}1", f"{side}2"),
+                           mask=mask, zero_output=seq)
+        sides.append(emitted.out_shapes)
+        decls = ", ".join(f"{side}{k}[{size_of(shape)}]" for k, shape in enumerate(emitted.out_shapes))
+        body += f"    static float {decls};  /* {emitted.doc} */\n" + _block(emitted.body)
+    ctx.fn = fn
+    (f_out, *f_states), (b_out, *b_states) = sides
+    uf, ub = f_out[-1], b_out[-1]
+    rows = f_out[0] if seq else 1
+    # the backward layer's sequence comes out in reverse time order: flip it back
+    b_row = f"(size_t)({rows - 1} - r) * {ub}" if seq else "0"
+    lines = [f"    for (int r = 0; r < {rows}; ++r) {{",
+             f"        const float* a_row = fwd0 + (size_t)r * {uf};",
+             f"        const float* b_row = bwd0 + {b_row};"]
+    if merge == "concat":
+        out_shapes = [(*f_out[:-1], uf + ub)]
+        lines += [f"        memcpy(y0 + (size_t)r * {uf + ub}, a_row, {uf} * sizeof(float));",
+                  f"        memcpy(y0 + (size_t)r * {uf + ub} + {uf}, b_row, {ub} * sizeof(float));"]
+    elif merge is None:
+        out_shapes = [f_out, b_out]
+        lines += [f"        memcpy(y0 + (size_t)r * {uf}, a_row, {uf} * sizeof(float));",
+                  f"        memcpy(y1 + (size_t)r * {ub}, b_row, {ub} * sizeof(float));"]
+    else:
+        out_shapes = [f_out]
+        lines += [f"        for (int j = 0; j < {uf}; ++j) {{",
+                  "            const float a = a_row[j], b = b_row[j];",
+                  f"            y0[(size_t)r * {uf} + j] = {BIDIRECTIONAL_MERGE[merge]};",
+                  "        }"]
+    lines.append("    }")
+    body += "\n".join(lines) + "\n"
+    k = len(out_shapes)
+    for side, states in (("fwd", f_states), ("bwd", b_states)):
+        for i, shape in enumerate(states, start=1):
+            body += f"    memcpy(y{k}, {side}{i}, {size_of(shape)} * sizeof(float));\n"
+            out_shapes.append(shape)
+            k += 1
+    doc = f"Bidirectional {forward_entry['class_name']} (merge_mode {merge})"
+    return Emitted(out_shapes, body, doc, "pass" if ctx.in_mask and seq and merge else "")
+
+
+@emits("TimeDistributed")
+def emit_time_distributed(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
+    from ..ops.recurrent import _inner_layer  # the runtime's reading of the config
+
+    inner, _ = _inner_layer(node.config)
+    op = inner["class_name"]
+    if op not in EMITTERS or op in MASK_USERS or op == "TimeDistributed":
+        raise _unsupported(node, f"TimeDistributed around '{op}'")
+    (shape,) = ins
+    if len(shape) < 2:
+        raise _unsupported(node, f"input shape {shape} (expected (timesteps, ...))")
+    emitted = EMITTERS[op](_sub_node(node, inner, "layer/"), [shape[1:]], ctx)
+    if len(emitted.out_shapes) != 1 or emitted.out_mask:
+        raise _unsupported(node, f"TimeDistributed around '{op}' with several outputs or a mask")
+    step_out = emitted.out_shapes[0]
+    body = (
+        "    const float* const x_all = x0;\n"
+        "    float* const y_all = y0;\n"
+        f"    for (int step = 0; step < {shape[0]}; ++step) {{\n"
+        f"        const float* x0 = x_all + (size_t)step * {size_of(shape[1:])};\n"
+        f"        float* y0 = y_all + (size_t)step * {size_of(step_out)};\n"
+        + "".join(f"    {line}\n" for line in emitted.body.splitlines())
+        + "    }\n"
+    )
+    return Emitted([(shape[0], *step_out)], body, f"TimeDistributed({emitted.doc})")
 
 
 # ----- the exporter -------------------------------------------------------------------
@@ -1033,6 +1317,8 @@ def generate(model: Any, n_test: int = 2) -> CSource:
 
     ctx = Context()
     shapes: dict[str, Shape] = dict(zip((s.name for s in graph.inputs), in_shapes))
+    masks: dict[str, str] = {}  # tensor id -> C buffer of its Keras mask (one flag per step)
+    mask_buffers: dict[str, int] = {}
     functions, calls, used_names = [], [], set()
     for node in graph.nodes:
         fn = "layer_" + c_ident(node.name).lower()
@@ -1041,6 +1327,15 @@ def generate(model: Any, n_test: int = 2) -> CSource:
         used_names.add(fn)
         ctx.fn = fn
         ins = [shapes[t] for t in node.inputs]
+        in_masks = [masks.get(t) for t in node.inputs]
+        explicit_mask = isinstance((node.config.get("call_kwargs") or {}).get("mask"), dict)
+        if (any(in_masks) or explicit_mask) and (
+                node.op not in MASK_USERS or in_masks[1:] != [None] * (len(ins) - 1)):
+            raise _unsupported(node, "a Keras mask (from Embedding(mask_zero=True) or Masking) "
+                               "reaching this layer; the C export applies masks in "
+                               f"{', '.join(MASK_USERS)} fed directly by the masking layer or by "
+                               "another of these with return_sequences=True")
+        ctx.in_mask = "mx0" if in_masks and in_masks[0] else None
         try:
             emitted = EMITTERS[node.op](node, ins, ctx)
         except (KeyError, ValueError, TypeError, IndexError) as exc:
@@ -1055,19 +1350,29 @@ def generate(model: Any, n_test: int = 2) -> CSource:
             shapes[tid] = shape
         params = [f"const float* x{i}" for i in range(len(node.inputs))]
         params += [f"float* y{i}" for i in range(len(emitted.out_shapes))]
+        args = [f"t_{c_ident(t)}" for t in node.inputs + node.outputs[:len(emitted.out_shapes)]]
+        if ctx.in_mask:
+            params.append("const unsigned char* mx0")
+            args.append(in_masks[0])
+        if emitted.out_mask == "new":
+            masks[node.outputs[0]] = f"m_{c_ident(node.outputs[0])}"
+            mask_buffers[masks[node.outputs[0]]] = emitted.out_shapes[0][0]
+            params.append("unsigned char* my0")
+            args.append(masks[node.outputs[0]])
+        elif emitted.out_mask == "pass":
+            masks[node.outputs[0]] = in_masks[0]
         functions.append(
             f"/* {node.name}: {emitted.doc}; "
             f"{' + '.join(str(s) for s in ins)} -> {', '.join(str(s) for s in emitted.out_shapes)} */\n"
             f"static void {fn}({', '.join(params)}) {{\n{emitted.body}}}\n"
         )
-        args = [f"t_{c_ident(t)}" for t in node.inputs + node.outputs[:len(emitted.out_shapes)]]
         calls.append(f"    {fn}({', '.join(args)});\n")
         if ctx.needs_error and node.op == "Embedding":
             calls.append("    if (model_error) return model_error;\n")
 
     out_shapes = [shapes[t] for t in graph.output_ids]
     buffers = {t: s for t, s in shapes.items()}
-    model_c = _model_c(graph, ctx, functions, calls, buffers, in_shapes, out_shapes)
+    model_c = _model_c(graph, ctx, functions, calls, buffers, mask_buffers, in_shapes, out_shapes)
     want = model.predict(test_x)
     want = want if isinstance(want, list) else [want]
     files = {
@@ -1112,7 +1417,8 @@ def _model_h(graph: Graph, in_shapes: list[Shape], out_shapes: list[Shape]) -> s
 
 
 def _model_c(graph: Graph, ctx: Context, functions: list[str], calls: list[str],
-             buffers: dict[str, Shape], in_shapes: list[Shape], out_shapes: list[Shape]) -> str:
+             buffers: dict[str, Shape], mask_buffers: dict[str, int], in_shapes: list[Shape],
+             out_shapes: list[Shape]) -> str:
     parts = [
         f"/* Generated by tfless from {Path(str(graph.meta.get('source', 'model'))).name}. */",
         "#include <math.h>", "#include <stddef.h>", "#include <string.h>",
@@ -1128,6 +1434,8 @@ def _model_c(graph: Graph, ctx: Context, functions: list[str], calls: list[str],
     parts += ["", "/* ---- tensors (one sample each) ---- */"]
     for tid, shape in buffers.items():
         parts.append(f"static float t_{c_ident(tid)}[{size_of(shape)}];  /* {shape} */")
+    for name, steps in mask_buffers.items():
+        parts.append(f"static unsigned char {name}[{steps}];  /* Keras mask, 1 = keep */")
     parts += ["", "/* ---- activations ---- */", ctx.helpers(), "/* ---- layers ---- */"]
     parts += functions
     body = []

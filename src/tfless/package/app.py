@@ -97,8 +97,8 @@ def cmd_serve_missing(args: argparse.Namespace) -> int:
 def _add_serve_command(sub: Any, name: str, with_serve: bool) -> None:
     help_text = "serve the model over HTTP (TF Serving REST v1 and KServe V2)"
     if not with_serve:
+        # takes any arguments (see main): the answer is the same whatever they are
         p = sub.add_parser("serve", help=help_text + " [not in this build]", add_help=False)
-        p.add_argument("ignored", nargs=argparse.REMAINDER)
         p.set_defaults(handler=cmd_serve_missing)
         return
     from tfless.serve.command import add_server_options
@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="verify the embedded test vector")
     p.set_defaults(handler=cmd_info)
     _add_serve_command(sub, name, bool(manifest.get("serve")))
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.handler is not cmd_serve_missing:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     from tfless.errors import TflessError
 
     try:

@@ -3,10 +3,17 @@
 A Plan is a flat list of steps over integer tensor slots. After each step the slots whose
 last consumer has run are cleared, so an intermediate array lives only as long as it is
 needed. Keras masks travel beside the tensors, computed only when a mask exists.
+
+A plan whose every layer treats batch items independently runs a large batch as shards of
+a few items on the thread pool of `runtime.threads` (single-threaded BLAS per shard) and
+concatenates the results: the outputs are the same, computed on every core, and the live
+activations are those of a few items per thread instead of the whole batch.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +23,41 @@ from ..errors import ModelFormatError, TflessError
 from ..graph import Graph, Node
 from ..ops import get_op
 from ..ops.registry import OpSpec
+from . import threads
+
+# Layers that compute every batch item on its own (the batch axis is never reduced, moved
+# or mixed), provided their `axis` config (if any) is a positive axis or -1.
+PER_SAMPLE_OPS = frozenset({
+    "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
+    "SeparableConv2D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
+    "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
+    "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+    "BatchNormalization", "LayerNormalization", "Normalization", "Rescaling",
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
+    "Cropping3D", "UpSampling1D", "UpSampling2D", "UpSampling3D", "Flatten", "Reshape",
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+    "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax", "ThresholdedReLU",
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "Identity", "LayerScale", "StochasticDepth",
+})
+# Batch items per shard: enough shards for the pool to balance load when another process
+# takes a core, few enough that per-step dispatch stays negligible.
+SHARD_ITEMS = 4
+# A batch is sharded only if running it whole is expected to take at least this long
+# (estimated from the previous whole-batch runs), so small models keep their latency.
+SHARD_MIN_SECONDS = 0.01
+
+
+def _positive_axes(config: dict) -> bool:
+    axis = config.get("axis", -1)
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    return all(isinstance(a, int) and (a >= 1 or a == -1) for a in axes)
+
+
+def batch_separable(nodes: list[Node]) -> bool:
+    """Every node computes batch items independently, so a batch may be split."""
+    return all(n.op in PER_SAMPLE_OPS and _positive_axes(n.config) for n in nodes)
 
 
 @dataclass
@@ -32,6 +74,7 @@ class Plan:
     """A compiled graph: `run(list of input arrays) -> list of output arrays`."""
 
     def __init__(self, graph: Graph) -> None:
+        threads.honour_environment()
         self.graph = graph
         slots: dict[str, int] = {}
 
@@ -72,9 +115,35 @@ class Plan:
         self.n_slots = len(slots)
         self.slot_of = slots
         self.has_masks = any(st.spec.mask not in ("drop", "keep") for st in steps)
+        # no mask can arise from these layers alone, so shards need no mask handling
+        self.separable = batch_separable(graph.nodes)
+        self.seconds_per_item: float | None = None
+        self.last_values: list[Any] | None = None
 
     def run(self, inputs: list[np.ndarray], keep_all: bool = False) -> list[np.ndarray]:
         """Run the plan. With keep_all, intermediate tensors are kept (see `trace`)."""
+        batch = inputs[0].shape[0] if inputs and getattr(inputs[0], "ndim", 0) else 0
+        if keep_all or not self.separable or batch < 2:
+            return self._run(inputs, keep_all)
+        workers = threads.worker_count()
+        if workers > 1 and self.seconds_per_item is not None and \
+                self.seconds_per_item * batch >= SHARD_MIN_SECONDS:
+            return self._run_sharded(inputs, batch, workers)
+        start = time.perf_counter()
+        outs = self._run(inputs, keep_all)
+        self.seconds_per_item = (time.perf_counter() - start) / batch
+        return outs
+
+    def _run_sharded(self, inputs: list[np.ndarray], batch: int, workers: int
+                     ) -> list[np.ndarray]:
+        size = max(1, min(SHARD_ITEMS, math.ceil(batch / workers)))
+        starts = range(0, batch, size)
+        with threads.single_threaded_blas():
+            parts = list(threads.pool(workers).map(
+                lambda i: self._run([x[i:i + size] for x in inputs]), starts))
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+    def _run(self, inputs: list[np.ndarray], keep_all: bool = False) -> list[np.ndarray]:
         values: list[Any] = [None] * self.n_slots
         masks: list[Any] = [None] * self.n_slots if self.has_masks else []
         for s, x in zip(self.input_slots, inputs):
@@ -108,7 +177,8 @@ class Plan:
                     values[s] = None
                     if masks:
                         masks[s] = None
-        self.last_values = values if keep_all else None
+        if keep_all:
+            self.last_values = values
         return [values[s] for s in self.output_slots]
 
     @staticmethod
@@ -128,5 +198,5 @@ class Plan:
     def trace(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Every tensor of one run, by tensor id (for inspect, debugging and exporters)."""
         self.run(inputs, keep_all=True)
-        values = self.last_values or []
+        values, self.last_values = self.last_values or [], None
         return {tid: values[s] for tid, s in self.slot_of.items() if values[s] is not None}

@@ -1,0 +1,102 @@
+"""Thread policy and batch sharding of the NumPy runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfless.graph import Graph, Node, TensorSpec
+from tfless.runtime import plan as plan_module
+from tfless.runtime import threads
+from tfless.runtime.plan import Plan
+
+PROBE = ("import json, numpy, tfless; from tfless.runtime import threads; "
+         "from tfless.runtime.plan import Plan; from tfless.graph import Graph; "
+         "Plan(Graph([], [], [], [])); "
+         "print(json.dumps([threads.env_threads(), threads.blas_threads(), "
+         "threads.worker_count()]))")
+
+
+def _probe(env_updates: dict[str, str]) -> list:
+    env = {k: v for k, v in os.environ.items() if k not in threads.THREAD_VARS}
+    env.update(env_updates)
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("var", threads.THREAD_VARS)
+def test_thread_variable_is_honoured(var: str) -> None:
+    env_count, blas, workers = _probe({var: "1"})
+    assert env_count == 1 and workers == 1
+    assert blas == 1  # BLAS itself is capped once a plan was built
+
+
+def test_smallest_thread_variable_wins() -> None:
+    env_count, _, workers = _probe({"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "1"})
+    assert env_count == 1 and workers == 1
+
+
+def test_default_is_every_usable_cpu() -> None:
+    env_count, blas, workers = _probe({})
+    assert env_count is None
+    assert workers == min(threads.cpu_count(), blas)
+
+
+def test_single_threaded_blas_nests_and_restores() -> None:
+    before = threads.blas_threads()
+    with threads.single_threaded_blas():
+        with threads.single_threaded_blas():
+            assert threads.blas_threads() == 1
+        assert threads.blas_threads() == 1
+    assert threads.blas_threads() == before
+
+
+def _conv_graph(extra: Node | None = None) -> Graph:
+    rng = np.random.default_rng(0)
+    w = {"kernel": rng.normal(size=(3, 3, 3, 8)).astype(np.float32),
+         "bias": rng.normal(size=8).astype(np.float32)}
+    dense = {"kernel": rng.normal(size=(8, 5)).astype(np.float32),
+             "bias": np.zeros(5, np.float32)}
+    nodes = [
+        Node("conv", "Conv2D", {"name": "conv", "filters": 8, "kernel_size": [3, 3],
+                                "padding": "same", "activation": "relu"}, w, ["x"], ["c"]),
+        Node("pool", "GlobalAveragePooling2D", {"name": "pool"}, {}, ["c"], ["p"]),
+        Node("dense", "Dense", {"name": "dense", "units": 5, "activation": "softmax"}, dense,
+             ["p"], ["y"]),
+    ]
+    if extra is not None:
+        nodes.append(extra)
+    return Graph([TensorSpec("x", (None, 10, 10, 3), "float32")], nodes, ["y"], ["y"])
+
+
+def test_sharded_run_equals_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = Plan(_conv_graph())
+    assert plan.separable
+    x = np.random.default_rng(1).random((11, 10, 10, 3), dtype=np.float32)
+    blas_before = threads.blas_threads()
+    whole = plan.run([x])[0]  # first run: whole batch, measures the cost per item
+    assert plan.seconds_per_item is not None
+    monkeypatch.setattr(threads, "worker_count", lambda: 2)
+    monkeypatch.setattr(plan_module, "SHARD_MIN_SECONDS", 0.0)
+    calls = []
+    original = plan._run
+    monkeypatch.setattr(plan, "_run", lambda xs, keep_all=False: calls.append(len(xs[0]))
+                        or original(xs, keep_all))
+    sharded = plan.run([x])[0]
+    assert calls == [4, 4, 3]
+    # BLAS may round a matmul over fewer rows differently in the last bit
+    np.testing.assert_allclose(sharded, whole, rtol=1e-5, atol=1e-7)
+    assert threads.blas_threads() == blas_before
+
+
+def test_layers_that_may_mix_the_batch_are_never_sharded() -> None:
+    mixing = Node("sum", "keras.ops.Sum", {"name": "sum", "axis": 0}, {}, ["y"], ["z"])
+    assert not Plan(_conv_graph(mixing)).separable
+    concat = Node("cat", "Concatenate", {"name": "cat", "axis": 0}, {}, ["y", "y"], ["z"])
+    assert not Plan(_conv_graph(concat)).separable

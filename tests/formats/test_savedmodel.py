@@ -338,3 +338,30 @@ def test_cli_inspect_and_predict(saved_mlp: Path, tmp_path: Path) -> None:
                                 "-o", str(out)], capture_output=True, text=True, timeout=120)
     assert predicted.returncode == 0, predicted.stderr
     np.testing.assert_allclose(np.load(out), tfless.load(saved_mlp).predict(x), rtol=1e-6)
+
+
+def test_data_bit_flip_fails_the_tensor_checksum(copy: Path) -> None:
+    from tfless.formats.tf_protos import parse
+
+    table = read_table(_index(copy).read_bytes(), "index")
+    kernel = parse("BundleEntryProto", table[KERNEL], "entry")
+    data = bytearray(_data(copy).read_bytes())
+    data[kernel.offset + 5] ^= 0x10
+    _data(copy).write_bytes(bytes(data))
+    with pytest.raises(tfless.ModelFormatError, match="checksum mismatch in tensor"):
+        tfless.load(copy)
+
+
+@pytest.mark.parametrize("size", [0, 7, 16384, 16385, 300_001])
+def test_crc32c_matches_the_bytewise_definition(size: int) -> None:
+    from tfless.formats.tensor_bundle import CRC_MASK_DELTA, masked_crc32c
+
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    crc ^= 0xFFFFFFFF
+    want = (((crc >> 15) | (crc << 17)) + CRC_MASK_DELTA) & 0xFFFFFFFF
+    assert masked_crc32c(data) == want

@@ -11,7 +11,8 @@ tensor bytes at those offsets.
 Everything a file declares is checked before it is used: block handles and tensor extents
 must lie inside their files, declared sizes must match dtype x shape, and the total must
 fit the weight limit, so a hostile file fails with ModelFormatError/UnsafeModelError
-before any large allocation.
+before any large allocation. Stored CRC-32C checksums (index blocks and every tensor) are
+verified, so a corrupt file fails instead of predicting garbage.
 """
 
 from __future__ import annotations
@@ -39,26 +40,72 @@ DT_STRING = 7
 DT_BFLOAT16 = 14
 
 
-def _crc32c_table() -> list[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
+def _crc32c_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(0x82F63B78), table >> 1)
+    return table.astype(np.uint32)
 
 
 _CRC_TABLE = _crc32c_table()
+_CRC_TABLE_LIST = [int(v) for v in _CRC_TABLE]
+_BITS = np.arange(32, dtype=np.uint32)
+LANE_MIN_BYTES = 1 << 14
+MAX_LANE_BITS = 14  # 16K lanes: fastest measured (larger lanes leave the cache)
 
 
-def masked_crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli) of data, masked as LevelDB/TensorFlow store it."""
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
+def _crc_bytes(register: int, data: bytes | memoryview) -> int:
+    table = _CRC_TABLE_LIST
     for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
+        register = table[(register ^ byte) & 0xFF] ^ (register >> 8)
+    return register
+
+
+def _apply(columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A GF(2)-linear map on 32-bit registers (column k = image of bit k), applied to each value."""
+    out = np.zeros_like(values)
+    for k in range(32):
+        out ^= np.where((values >> np.uint32(k)) & np.uint32(1), columns[k], np.uint32(0))
+    return out
+
+
+def _advance_over(n: int) -> np.ndarray:
+    """The map that runs a register over n zero bytes (a power of the one-byte map)."""
+    basis = np.uint32(1) << _BITS
+    power = _CRC_TABLE[basis & np.uint32(0xFF)] ^ (basis >> np.uint32(8))
+    result = basis
+    while n:
+        if n & 1:
+            result = _apply(power, result)
+        power = _apply(power, power)
+        n >>= 1
+    return result
+
+
+def _crc_register(register: int, data: np.ndarray) -> int:
+    """CRC register after `data`; long data is run on many lanes at once. The register
+    update is linear, so the CRC of A+B is (A's register advanced over len(B) zero bytes)
+    XOR (B's register started from 0): lanes are folded pairwise with that rule."""
+    if len(data) < LANE_MIN_BYTES:
+        return _crc_bytes(register, data.tobytes())
+    lanes = 1 << min(MAX_LANE_BITS, (len(data) // 256).bit_length() - 1)
+    n = len(data) // lanes
+    rows = np.ascontiguousarray(data[:lanes * n].reshape(lanes, n).T)
+    reg = np.zeros(lanes, np.uint32)
+    for row in rows:
+        reg = _CRC_TABLE[(reg ^ row) & np.uint32(0xFF)] ^ (reg >> np.uint32(8))
+    step = _advance_over(n)
+    while len(reg) > 1:
+        reg = _apply(step, reg[0::2]) ^ reg[1::2]
+        step = _apply(step, step)
+    start = _apply(step, np.array([register], np.uint32))[0]
+    return _crc_register(int(start ^ reg[0]), data[lanes * n:])
+
+
+def masked_crc32c(data: bytes | bytearray | np.ndarray) -> int:
+    """CRC-32C (Castagnoli) of data, masked as LevelDB/TensorFlow store it."""
+    raw = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data
+    crc = _crc_register(0xFFFFFFFF, raw) ^ 0xFFFFFFFF
     return (((crc >> 15) | (crc << 17)) + CRC_MASK_DELTA) & 0xFFFFFFFF
 
 
@@ -225,7 +272,11 @@ class TensorBundle:
             raise ModelFormatError(
                 f"{self.where}: tensor '{key}' of shape {shape} and dtype {dtype} needs "
                 f"{count * dtype.itemsize} bytes but its index entry declares {entry.size}")
-        arr = np.frombuffer(self._bytes(key, entry), dtype=dtype).reshape(shape)
+        raw = self._bytes(key, entry)
+        if masked_crc32c(raw) != entry.crc32c:
+            raise ModelFormatError(f"{self.where}: checksum mismatch in tensor '{key}': the "
+                                   "data file is corrupt")
+        arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
         if entry.dtype == DT_BFLOAT16:
             return (arr.astype(np.uint32) << 16).view(np.float32)
         if arr.dtype.kind == "f" and arr.dtype != np.float32:

@@ -161,3 +161,67 @@ def test_dynamic_sequence_length(api: str) -> None:
             # an eager call: Keras 3's predict retraces badly across lengths (drops a step)
             want = [np.asarray(y) for y in model(x_in, training=False)]
             assert_close(loaded.predict(x_in), want, f"{api} length {steps}")
+
+
+def _two_headed_tagger(K, api: str):
+    """Token ids + per-token features in, a tag sequence and a sentence score out; inputs
+    input keys are not the layer names; Keras flattens dicts by sorted key."""
+    tokens = K.Input((MAXLEN,), dtype="int32", name="tokens")
+    feats = K.Input((MAXLEN, 2), name="feats")
+    x = K.layers.Embedding(VOCAB, 6)(tokens)
+    x = K.layers.Concatenate()([x, feats])
+    seq = K.layers.Bidirectional(K.layers.GRU(4, return_sequences=True))(x)
+    tags = K.layers.TimeDistributed(K.layers.Dense(3), name="tags")(seq)
+    score = K.layers.Dense(1, name="score")(K.layers.LSTM(3)(seq))
+    inputs = {"z_ids": tokens, "a_feats": feats} if api == "keras3" else [tokens, feats]
+    return K.Model(inputs, {"tags": tags, "score": score})
+
+
+def _tagger_inputs(api: str) -> dict:
+    ids, feats = token_batch(), rand(4, MAXLEN, 2, seed=7)
+    if api == "keras3":
+        return {"z_ids": ids, "a_feats": feats}
+    return {"tokens": ids, "feats": feats}
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_dict_inputs_and_outputs(api: str) -> None:
+    check_parity(lambda K: _two_headed_tagger(K, api), _tagger_inputs(api), api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_structured_predict_matches_keras(api: str) -> None:
+    """`predict(..., structured=True)` returns Keras's dict / nested lists; plain predict
+    returns the flat list in Keras's flattening order (dict keys sorted)."""
+    K = keras_module(api)
+    model = _two_headed_tagger(K, api)
+    if api == "keras3":
+        a = K.Input((3,), name="a")
+        b = K.Input((2,), name="b")
+        d1, d2, d3 = (K.layers.Dense(n, name=f"d{n}") for n in (1, 2, 3))
+        nested = K.Model([a, [b]], [[d2(a), d1(b)], [d3(a)]])
+    randomize_weights(model)
+    x = _tagger_inputs(api)
+    want = model.predict(x, verbose=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in ("keras", "h5"):
+            path = Path(tmp) / f"model.{fmt}"
+            model.save(path)
+            loaded = tfless.load(path)
+            got = loaded.predict(x, structured=True)
+            assert isinstance(got, dict) and list(got) == list(want)
+            for key in want:
+                assert_close(got[key], [want[key]], f"{fmt} {key}")
+            flat = loaded.predict(x)
+            assert_close(flat, [want[key] for key in sorted(want)], f"{fmt} flat")
+        if api == "keras3":
+            randomize_weights(nested)
+            xn = [rand(2, 3), [rand(2, 2, seed=2)]]
+            want_n = nested.predict(xn, verbose=0)
+            for fmt in ("keras", "h5"):
+                path = Path(tmp) / f"nested.{fmt}"
+                nested.save(path)
+                got = tfless.load(path).predict(xn, structured=True)
+                assert [len(g) for g in got] == [2, 1]
+                for g, w in zip(got, want_n):
+                    assert_close(list(g), [np.asarray(v) for v in w], f"nested {fmt}")

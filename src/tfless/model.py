@@ -100,6 +100,7 @@ class Model:
     # ----- prediction ----------------------------------------------------------------
     def _arrange(self, x: Any) -> list[np.ndarray]:
         specs = self.graph.inputs
+        x = _by_input_name(self.graph.meta.get("input_structure"), x, specs)
         if isinstance(x, Mapping):
             missing = [s.name for s in specs if s.name not in x]
             extra = [k for k in x if k not in {s.name for s in specs}]
@@ -151,9 +152,11 @@ class Model:
         # NaN/inf flow through as in Keras: no per-call scan of the input
         return np.ascontiguousarray(arr, dtype=dtype)
 
-    def predict(self, x: Any, batch_size: int | None = None) -> Any:
-        """Outputs for `x` (array, list of arrays, or dict by input name), shaped as Keras
-        returns them: one array for a single-output model, else a list."""
+    def predict(self, x: Any, batch_size: int | None = None, structured: bool = False) -> Any:
+        """Outputs for `x` (array, list of arrays, or dict by input name or by the model's
+        input keys): one array for a single-output model, else a flat list in Keras's
+        flattening order (`outputs`). With `structured=True`, a model whose outputs were
+        given as a dict or nested lists returns that structure, as Keras's predict does."""
         arrays = self._arrange(x)
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -168,6 +171,9 @@ class Model:
                      for i in range(0, n, batch_size)]
             outs = [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
         outs = [np.asarray(o) for o in outs]
+        structure = self.graph.meta.get("output_structure")
+        if structured and structure is not None:
+            return _nest(structure, outs)
         return outs[0] if len(outs) == 1 else outs
 
     def __call__(self, x: Any) -> Any:
@@ -176,6 +182,33 @@ class Model:
     def __repr__(self) -> str:
         ins = ", ".join(f"{s.name}{_fmt(s.shape)}" for s in self.inputs)
         return f"<tfless.Model {self.meta.get('source', '')} inputs: {ins}>"
+
+
+def _nest(template: Any, flat: list[np.ndarray]) -> Any:
+    """Keras's output structure: `template` holds flat output indexes in dicts/lists."""
+    if isinstance(template, dict):
+        return {k: _nest(v, flat) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_nest(v, flat) for v in template]
+    return flat[template]
+
+
+def _by_input_name(template: Any, x: Any, specs: Sequence[TensorSpec]) -> Any:
+    """Inputs given in the structure the model was built with (a dict keyed like the
+    model's input dict, or nested lists) as a dict by input name."""
+    if template is None or isinstance(template, int):
+        return x
+    picked: dict[str, Any] = {}
+
+    def walk(t: Any, v: Any) -> bool:
+        if isinstance(t, int):
+            picked[specs[t].name] = v
+            return True
+        if isinstance(t, dict):
+            return isinstance(v, Mapping) and set(v) == set(t) and all(walk(t[k], v[k]) for k in t)
+        return isinstance(v, (list, tuple)) and len(v) == len(t) and all(map(walk, t, v))
+
+    return picked if walk(template, x) else x
 
 
 def _fmt(shape: Shape) -> str:

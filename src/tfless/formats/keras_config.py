@@ -93,6 +93,8 @@ class GraphBuilder:
             )
         specs, outputs, out_names = self._model(model, (), (), None)
         self._load_weights()
+        if cls != "Sequential" and isinstance(model.get("config"), dict):
+            meta = {**meta, **nested_io(model["config"])}
         return Graph(specs, self.nodes, outputs, out_names, meta)
 
     # ----- models -------------------------------------------------------------------
@@ -377,13 +379,46 @@ def layer_name(layer: dict) -> str:
     return str(layer.get("name") or layer["config"].get("name"))
 
 
+def _is_ref(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 3 and isinstance(value[0], str) \
+        and isinstance(value[1], int) and isinstance(value[2], int)
+
+
+def ref_structure(value: Any) -> tuple[list[tuple[str, int, int]], Any]:
+    """input_layers/output_layers -> (flat refs, template). The value is a [name, node,
+    tensor] triple or any nesting of lists and dicts of them (Keras 3); refs come in Keras's
+    flattening order (dict keys sorted), the template has the same nesting (dicts keep
+    their stored key order) with each ref replaced by its flat index."""
+    refs: list[tuple[str, int, int]] = []
+
+    def index(v: Any) -> Any:
+        if _is_ref(v):
+            refs.append((str(v[0]), int(v[1]), int(v[2])))
+            return len(refs) - 1
+        if isinstance(v, dict):
+            indexed = {k: index(v[k]) for k in sorted(v)}
+            return {k: indexed[k] for k in v}
+        if isinstance(v, (list, tuple)):
+            return [index(item) for item in v]
+        raise ModelFormatError(f"model inputs/outputs: cannot read layer reference {v!r}")
+
+    return refs, index(value)
+
+
 def _ref_list(value: Any) -> list[tuple[str, int, int]]:
-    """input_layers/output_layers: [[name, node, tensor], ...], a single triple, or a dict."""
-    if isinstance(value, dict):
-        value = list(value.values())
-    if value and isinstance(value[0], str):
-        value = [value]
-    return [(str(v[0]), int(v[1]), int(v[2])) for v in value]
+    return ref_structure(value)[0]
+
+
+def nested_io(config: dict[str, Any]) -> dict[str, Any]:
+    """Graph meta for a Functional model whose inputs or outputs are not a flat list:
+    `input_structure` / `output_structure` templates (see `ref_structure`)."""
+    meta: dict[str, Any] = {}
+    for field, key in (("input_layers", "input_structure"), ("output_layers", "output_structure")):
+        value = config.get(field)
+        if isinstance(value, dict) or (isinstance(value, list) and not _is_ref(value)
+                                       and not all(_is_ref(v) for v in value)):
+            meta[key] = ref_structure(value)[1]
+    return meta
 
 
 def _is_entry(x: Any, known: set[str]) -> bool:

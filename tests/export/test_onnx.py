@@ -337,6 +337,33 @@ def test_recurrent_with_mask(case: str, tmp_path: Path) -> None:
     export_and_compare(build, x, tmp_path, api="tf_keras")
 
 
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_time_distributed_nested_model(api: str, tmp_path: Path) -> None:
+    def build(K):
+        frame = K.Input((6, 6, 2))
+        x = K.layers.Flatten()(K.layers.Conv2D(3, 3, activation="relu")(frame))
+        inner = K.Model(frame, K.layers.Dense(4)(x), name="frame_encoder")
+        frames = K.Input((3, 6, 6, 2))
+        return K.Model(frames, K.layers.GRU(2)(K.layers.TimeDistributed(inner)(frames)))
+
+    export_and_compare(build, rand(2, 3, 6, 6, 2), tmp_path, api=api)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_time_distributed_nested_model_with_mask(api: str, tmp_path: Path) -> None:
+    def build(K):
+        step = K.Sequential([K.Input((3,)), K.layers.Dense(4, activation="tanh"),
+                             K.layers.Dense(3)], name="step")
+        return K.Sequential([K.Input((6, 3)), K.layers.Masking(0.0),
+                             K.layers.TimeDistributed(step), K.layers.TimeDistributed(step),
+                             K.layers.LSTM(2, return_sequences=True)])
+
+    x = rand(2, 6, 3)
+    x[0, 4:] = 0
+    x[1, 2] = 0
+    export_and_compare(build, x, tmp_path, api=api)
+
+
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_conv_lstm(return_sequences: bool, tmp_path: Path) -> None:
     def build(K):

@@ -345,3 +345,49 @@ def convert_time_distributed(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
     lead = b.op("Slice", [b.op("Shape", [x]), b.i64([0]), b.i64([2])])
     y_rest = b.op("Slice", [b.op("Shape", [y]), b.i64([1]), b.i64([2**62])])
     return b.op("Reshape", [y, b.op("Concat", [lead, y_rest], axis=0)], name=node.name)
+
+
+# ----- TimeDistributed around a nested model: Fold -> inlined nodes -> Unfold --------------
+INT64_MAX = 2**63 - 1
+
+
+def _dims_from(b: OnnxBuilder, x: str, start: int, stop: int = INT64_MAX) -> str:
+    return b.op("Slice", [b.op("Shape", [x]), b.i64([start]), b.i64([stop])])
+
+
+def _fold(b: OnnxBuilder, x: str) -> str:
+    """(batch, time, ...) -> (batch * time, ...)."""
+    return b.op("Reshape", [x, b.op("Concat", [b.i64([-1]), _dims_from(b, x, 2)], axis=0)])
+
+
+def _fold_masks(b: OnnxBuilder, node: Node, xs: list[str], masks: list) -> list:
+    return [None if not masks or masks[0] is None else _fold(b, masks[0])]
+
+
+@converter("TimeDistributedFold", mask=_fold_masks)
+def convert_time_fold(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
+    return b.op("Identity", [_fold(b, xs[0])], name=node.name)
+
+
+def _unfold(b: OnnxBuilder, y: str, x: str) -> str:
+    """(batch * time, ...) back to (batch, time, ...) of the wrapper's input `x`."""
+    shape = b.op("Concat", [_dims_from(b, x, 0, 2), _dims_from(b, y, 1)], axis=0)
+    return b.op("Reshape", [y, shape])
+
+
+def _unfold_masks(b: OnnxBuilder, node: Node, xs: list[str], masks: list) -> list:
+    """As `ops.recurrent._unfold_masks`: tf_keras keeps the inner model's per-step mask,
+    else the wrapper's input mask, reduced to (batch, time)."""
+    inner, outer = (list(masks) + [None, None])[:2]
+    if int(node.config.get("keras_major", 3)) < 3 and inner is not None:
+        return [_unfold(b, inner, xs[1])]
+    if outer is None:
+        return [None]
+    flat = b.op("Reshape", [outer, b.op("Concat", [_dims_from(b, outer, 0, 2), b.i64([-1])],
+                                         axis=0)])
+    return [b.cast(b.reduce("ReduceMax", b.cast(flat, np.float32), [-1], keepdims=False), bool)]
+
+
+@converter("TimeDistributedUnfold", mask=_unfold_masks)
+def convert_time_unfold(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
+    return b.op("Identity", [_unfold(b, xs[0], xs[1])], name=node.name)

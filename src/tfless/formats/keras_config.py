@@ -279,6 +279,9 @@ class GraphBuilder:
             spec = None
         config = dict(layer["config"])
         config.setdefault("name", names[-1])
+        if config.get("stateful") and isinstance(layer.get("build_config"), dict):
+            # Keras 3 records a stateful RNN's fixed batch size only in its build config
+            config.setdefault("build_config", layer["build_config"])
         if self.major < 3:
             config["keras_major"] = self.major
         if call.kwargs or any(not (isinstance(a, dict) and TENSOR in a) for a in call.args) \

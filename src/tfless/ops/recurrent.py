@@ -647,7 +647,8 @@ class RecurrentLayer:
 
 
 def _fixed_batch(config: dict[str, Any]) -> int | None:
-    shape = config.get("batch_input_shape") or config.get("batch_shape")
+    shape = config.get("batch_input_shape") or config.get("batch_shape") \
+        or (config.get("build_config") or {}).get("input_shape")
     if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], int):
         return int(shape[0])
     return None

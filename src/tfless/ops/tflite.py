@@ -325,6 +325,36 @@ for _code in BINARY:
     tflite_op(_code)(_binary(_code))
 
 
+COMPARISONS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "LESS": np.less, "LESS_EQUAL": np.less_equal, "GREATER": np.greater,
+    "GREATER_EQUAL": np.greater_equal, "EQUAL": np.equal, "NOT_EQUAL": np.not_equal,
+    "LOGICAL_AND": np.logical_and, "LOGICAL_OR": np.logical_or,
+}
+
+
+def _comparison(code: str) -> Callable[[TfliteOp], Compute]:
+    fn = COMPARISONS[code]
+
+    def make(op: TfliteOp) -> Compute:
+        return lambda a, b: np.asarray(fn(a, b))
+
+    return make
+
+
+for _code in COMPARISONS:
+    tflite_op(_code)(_comparison(_code))
+
+
+@tflite_op("LOGICAL_NOT")
+def logical_not(op: TfliteOp) -> Compute:
+    return lambda x: np.logical_not(x)
+
+
+@tflite_op("SELECT", "SELECT_V2")
+def select(op: TfliteOp) -> Compute:
+    return lambda cond, a, b: np.where(cond, a, b)
+
+
 def _hard_swish(x: np.ndarray) -> np.ndarray:
     return x * np.clip(x + F32(3), F32(0), F32(6)) / F32(6)
 
@@ -545,6 +575,59 @@ def tile(op: TfliteOp) -> Compute:
 @tflite_op("BROADCAST_TO")
 def broadcast_to(op: TfliteOp) -> Compute:
     return lambda x, shape: np.array(np.broadcast_to(x, _ints(shape)))
+
+
+@tflite_op("SPACE_TO_BATCH_ND")
+def space_to_batch_nd(op: TfliteOp) -> Compute:
+    """Pad the spatial axes, then move each block offset into the batch (how converters
+    express dilated convolutions)."""
+
+    def compute(x: np.ndarray, block: np.ndarray, pads: np.ndarray) -> np.ndarray:
+        blocks = _ints(block)
+        m = len(blocks)
+        widths = [(0, 0), *np.asarray(pads).reshape(-1, 2).tolist(),
+                  *[(0, 0)] * (x.ndim - m - 1)]
+        xp = np.pad(x, widths)
+        spatial = xp.shape[1:m + 1]
+        if any(n % b for n, b in zip(spatial, blocks)):
+            raise InputError(f"{op.where}: padded spatial shape {spatial} is not divisible by "
+                             f"block shape {blocks}")
+        split = [xp.shape[0]]
+        for n, b in zip(spatial, blocks):
+            split += [n // b, b]
+        y = xp.reshape(*split, *xp.shape[m + 1:])
+        # (B, n1, b1, n2, b2, ..., rest) -> (b1, b2, ..., B, n1, n2, ..., rest)
+        perm = [2 + 2 * i for i in range(m)] + [0] + [1 + 2 * i for i in range(m)]
+        perm += list(range(2 * m + 1, y.ndim))
+        y = y.transpose(perm)
+        return np.ascontiguousarray(y.reshape(-1, *y.shape[m + 1:]))
+
+    return compute
+
+
+@tflite_op("BATCH_TO_SPACE_ND")
+def batch_to_space_nd(op: TfliteOp) -> Compute:
+    def compute(x: np.ndarray, block: np.ndarray, crops: np.ndarray) -> np.ndarray:
+        blocks = _ints(block)
+        m = len(blocks)
+        total = int(np.prod(blocks))
+        if x.shape[0] % total:
+            raise InputError(f"{op.where}: batch {x.shape[0]} is not divisible by the block "
+                             f"size {total}")
+        y = x.reshape(*blocks, x.shape[0] // total, *x.shape[1:])
+        # (b1, ..., bM, B, s1, ..., sM, rest) -> (B, s1, b1, s2, b2, ..., rest)
+        perm = [m]
+        for i in range(m):
+            perm += [m + 1 + i, i]
+        perm += list(range(2 * m + 1, y.ndim))
+        y = y.transpose(perm)
+        y = y.reshape(y.shape[0], *[x.shape[1 + i] * blocks[i] for i in range(m)],
+                      *x.shape[m + 1:])
+        cut = np.asarray(crops).reshape(-1, 2).tolist()
+        index = (slice(None), *(slice(a, n - b) for (a, b), n in zip(cut, y.shape[1:m + 1])))
+        return np.ascontiguousarray(y[index])
+
+    return compute
 
 
 @tflite_op("SLICE")

@@ -33,7 +33,7 @@ EXCLUDES = (
 # Only inside with `--with-serve`.
 SERVER_STACK = (
     "tfless.serve", "starlette", "uvicorn", "orjson", "anyio", "h11", "click",
-    "prometheus_client", "threadpoolctl",
+    "prometheus_client",
 )
 
 

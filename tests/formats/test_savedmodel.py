@@ -115,6 +115,23 @@ def test_multi_input_multi_output_with_shared_layer(tmp_path: Path) -> None:
     assert model.graph.meta["format"] == "savedmodel"
 
 
+def _two_level_nesting(K: Any) -> Any:
+    """A nested model inside a nested model, and a TimeDistributed wrapper holding its
+    layer's weights (a nested model called twice is left out: tfless's graph builder
+    mis-wires that in every format, not only here)."""
+    inner = K.Sequential([K.layers.Dense(4, activation="relu", input_shape=(4,)),
+                          K.layers.BatchNormalization()], name="inner")
+    tower_in = K.Input((5, 3))
+    h = K.layers.TimeDistributed(K.layers.Dense(4))(tower_in)
+    tower = K.Model(tower_in, inner(K.layers.GlobalMaxPooling1D()(h)), name="tower")
+    a = K.Input((5, 3), name="left")
+    return K.Model(a, K.layers.Dense(1, name="same")(tower(a)))
+
+
+def test_two_level_nested_model(tmp_path: Path) -> None:
+    saved_parity(_two_level_nesting, rand(2, 5, 3), tmp_path)
+
+
 # ----- broken, hostile and foreign SavedModels -------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -365,3 +382,21 @@ def test_crc32c_matches_the_bytewise_definition(size: int) -> None:
     crc ^= 0xFFFFFFFF
     want = (((crc >> 15) | (crc << 17)) + CRC_MASK_DELTA) & 0xFFFFFFFF
     assert masked_crc32c(data) == want
+
+
+def test_reads_without_tensorflow(saved_mlp: Path, tmp_path: Path) -> None:
+    """The reader needs neither TensorFlow nor its generated protobuf modules."""
+    from tests.test_no_tensorflow import BLOCKER
+
+    x = rand(2, 6)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "want.npy", tfless.load(saved_mlp).predict(x))
+    script = BLOCKER + (
+        "import sys, numpy as np, tfless\n"
+        f"got = tfless.load({str(saved_mlp)!r}).predict(np.load({str(tmp_path / 'x.npy')!r}))\n"
+        f"assert np.array_equal(got, np.load({str(tmp_path / 'want.npy')!r}))\n"
+        "leaked = [k for k in sys.modules if k.split('.')[0] in {'tensorflow', 'tf_keras'}]\n"
+        "assert not leaked, leaked\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -206,6 +206,41 @@ def test_many_builtin_ops(route: str, tmp_path: Path) -> None:
     check_model(model, content, tmp_path, misc_inputs(3), label=f"misc {route}")
 
 
+def test_tf_function_ops(tmp_path: Path) -> None:
+    """Builtins Keras layers rarely emit, from a converted tf.function (interpreter only)."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4, 6], tf.float32)])
+    def f(x: Any) -> list[Any]:
+        a = tf.squeeze(tf.slice(x, [0, 1, 0], [-1, 1, 4]), axis=1)
+        padded = tf.pad(x, [[0, 0], [1, 2], [0, 1]], constant_values=0.5)
+        mirrored = tf.pad(x, [[0, 0], [1, 1], [2, 0]], mode="REFLECT")
+        s1, s2 = tf.split(x, [2, -1], axis=2)
+        args = tf.cast(tf.argmax(x, axis=-1), tf.float32) + tf.cast(tf.argmin(x, axis=-1), tf.float32)
+        swish = x * tf.nn.relu6(x + 3.0) / 6.0
+        relus = tf.nn.relu(x) - tf.nn.relu6(x) + tf.clip_by_value(x, -1.0, 1.0)
+        divs = tf.math.floordiv(x, 0.3) + tf.math.floormod(x, 0.3) + x / (tf.abs(x) + 1.0)
+        misc = tf.nn.log_softmax(x) + tf.floor(x) + tf.math.ceil(x) + tf.square(x) - tf.exp(x)
+        chosen = tf.where(x > 0.2, x, tf.zeros_like(x) - 1.0) + \
+            tf.cast(tf.logical_and(x > 0.0, x < 0.5), tf.float32)
+        reduced = tf.reduce_min(x, axis=[1, 2]) + tf.reduce_prod(x, axis=1)[:, 0]
+        total = (tf.reduce_sum(a, -1) + tf.reduce_sum(padded, [1, 2]) + tf.reduce_sum(mirrored, [1, 2])
+                 + tf.reduce_sum(s2, [1, 2]) + tf.reduce_sum(tf.tile(s1, [1, 2, 1]), [1, 2])
+                 + tf.reduce_sum(args, -1) + reduced)
+        return [total, swish + relus + divs + misc + chosen, tf.transpose(x, [0, 2, 1]),
+                tf.nn.softmax(x, axis=-1)]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    content = converter.convert()
+    assert {"SLICE", "PADV2", "MIRROR_PAD", "SPLIT_V", "TILE", "ARG_MAX", "ARG_MIN", "CAST",
+            "HARD_SWISH", "RELU", "RELU6", "RELU_N1_TO_1", "FLOOR_DIV", "FLOOR_MOD", "DIV",
+            "LOG_SOFTMAX", "FLOOR", "CEIL", "SQUARE", "GREATER", "LOGICAL_AND", "ZEROS_LIKE",
+            "REDUCE_MIN", "REDUCE_PROD", "TRANSPOSE"} <= tflite_ops(content)
+    loaded = tfless.load(write(tmp_path, content))
+    x = rand(3, 4, 6, seed=9)
+    assert_close(loaded.predict(x), interpreter_outputs(content, [x]), "tf.function ops")
+
+
 @pytest.mark.parametrize("layer", ["LSTM", "GRU"])
 def test_keras3_unrolled_recurrent(layer: str, tmp_path: Path) -> None:
     import keras

@@ -377,6 +377,7 @@ UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "SQUARE": np.square,
     "FLOOR": np.floor,
     "CEIL": np.ceil,
+    "ZEROS_LIKE": np.zeros_like,
 }
 
 

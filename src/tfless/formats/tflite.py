@@ -15,6 +15,7 @@ Field positions follow the TFLite schema (`schema.fbs`, version 3).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,8 @@ class _Reader:
             if dtype is None or min(info.shape, default=1) < 0:
                 raise self.fail(f"{where} ('{info.name}'): variable tensor of type "
                                 f"{type_name} and shape {info.shape} cannot be initialized")
+            DEFAULT_LIMITS.check_weight_bytes(math.prod(info.shape) * np.dtype(dtype).itemsize,
+                                              str(self.path))
             self.consts[index] = np.zeros(info.shape, dtype)
         return info
 
@@ -273,7 +276,7 @@ class _Reader:
         if min(info.shape, default=1) < 0:
             raise self.fail(f"{where}: constant with negative dimension {info.shape}")
         dtype = np.dtype(info.dtype).newbyteorder("<")
-        count = int(np.prod(info.shape, dtype=np.int64))
+        count = math.prod(info.shape)
         if count * dtype.itemsize != len(data):
             raise self.fail(f"{where}: buffer has {len(data)} bytes, shape {info.shape} of "
                             f"{info.type_name} needs {count * dtype.itemsize}")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, TflessError
 from .formats import read_graph
 from .graph import Graph, Shape, TensorSpec
 from .optimize import optimize_graph
@@ -20,11 +20,25 @@ PROBE_SIZES = (8, 9)
 class Model:
     """A loaded model. Use `tfless.load` to make one."""
 
-    def __init__(self, graph: Graph, optimize: bool | Sequence[str] = True) -> None:
-        self.source_graph = graph
-        self.graph = optimize_graph(graph, optimize)
+    def __init__(self, graph: Graph, optimize: bool | Sequence[str] = True,
+                 reread: Callable[[], Graph] | None = None) -> None:
+        # With `reread` (how to read the file again) the passes may fold weights into the
+        # reader's arrays and the unoptimized graph is read again when asked for, so the
+        # weights are never held twice (ResNet50: 159 MB instead of 256 MB).
+        self.graph = optimize_graph(graph, optimize, in_place=reread is not None)
+        self._reread = reread
+        self._source_graph = None if reread is not None and self.graph is not graph else graph
         self.plan = Plan(self.graph)
         self._output_specs: list[TensorSpec] | None = None
+
+    @property
+    def source_graph(self) -> Graph:
+        """The reader's graph before the passes (what summary, verify and bundles describe);
+        read from the file again each time if the passes consumed it."""
+        if self._source_graph is not None:
+            return self._source_graph
+        assert self._reread is not None
+        return self._reread()
 
     # ----- description ---------------------------------------------------------------
     @property
@@ -55,10 +69,11 @@ class Model:
             arrays.append(np.zeros(shape, dtype=spec.dtype))
         return arrays
 
-    def _probe_shapes(self, tensor_ids: Sequence[str] | None = None) -> dict[str, Shape]:
+    def _probe_shapes(self, tensor_ids: Sequence[str] | None = None,
+                      source: Graph | None = None) -> dict[str, Shape]:
         """Shapes of tensors found by running batch-1 probes; axes that follow a free
         input dimension come out as None."""
-        plan = Plan(self.source_graph) if tensor_ids is None else self.plan
+        plan = Plan(source or self.source_graph) if tensor_ids is None else self.plan
         traces = []
         for size in PROBE_SIZES:
             traces.append(plan.trace(self._probe_inputs(size)))
@@ -80,9 +95,10 @@ class Model:
 
     def summary(self) -> str:
         """A Keras-like table of layers, output shapes and parameter counts."""
-        shapes = self._probe_shapes(None)
+        source = self.source_graph
+        shapes = self._probe_shapes(None, source)
         rows = [("Layer (type)", "Output shape", "Param #")]
-        for node in self.source_graph.nodes:
+        for node in source.nodes:
             shape = ", ".join(str(shapes.get(t, "?")) for t in node.outputs)
             rows.append((f"{node.name} ({node.op})", shape, f"{node.param_count():,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -94,7 +110,7 @@ class Model:
             if i == 0:
                 lines.append(line)
         lines.append(line)
-        lines.append(f"Total params: {self.source_graph.param_count():,}")
+        lines.append(f"Total params: {source.param_count():,}")
         return "\n".join(lines)
 
     # ----- prediction ----------------------------------------------------------------
@@ -223,4 +239,21 @@ def load(path: str | Path, weights: str | Path | None = None, *,
         from .backends import load_backend
 
         return load_backend(backend, read_graph(path, weights), optimize=optimize)
-    return Model(read_graph(path, weights), optimize=optimize)
+    return Model(read_graph(path, weights), optimize=optimize,
+                 reread=_reader(Path(path), None if weights is None else Path(weights)))
+
+
+def _reader(path: Path, weights: Path | None) -> Callable[[], Graph]:
+    """Reads the file(s) again, refusing if they changed since the model was loaded."""
+    def stamp() -> list[tuple[int, int]]:
+        return [(p.stat().st_size, p.stat().st_mtime_ns) for p in (path, weights) if p]
+
+    loaded = stamp()
+
+    def reread() -> Graph:
+        if stamp() != loaded:
+            raise TflessError(f"{path}: the file changed since the model was loaded; load it "
+                              "again to describe or bundle it")
+        return read_graph(path, weights)
+
+    return reread

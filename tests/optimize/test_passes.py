@@ -208,3 +208,50 @@ def test_pass_selection() -> None:
     assert [p.__name__ for p in PASSES][0] == "drop_noops"
     with pytest.raises(tfless.TflessError, match="unknown optimization pass"):
         optimize_graph(graph, ["fold_everything"])
+
+
+# ----- folding in place and the Model's source graph ---------------------------------------
+def test_fold_in_place_overwrites_only_unshared_kernels() -> None:
+    def build(K):
+        inp = K.Input((8, 8, 3))
+        shared = K.layers.Conv2D(3, 3, padding="same", use_bias=False)
+        a = K.layers.BatchNormalization()(shared(inp))
+        b = K.layers.BatchNormalization()(shared(inp))
+        own = K.layers.BatchNormalization()(K.layers.Conv2D(4, 3)(inp))
+        return K.Model(inp, [a, b, own])
+
+    x = rand(2, 8, 8, 3)
+    graph, want = graph_and_keras(build, x)
+    kernels = {n.name: n.weights["kernel"] for n in graph.nodes if n.op == "Conv2D"}
+    before = {name: k.copy() for name, k in kernels.items()}
+    out = optimize_graph(graph, in_place=True)
+    assert ops(out) == ["Conv2D", "Conv2D", "Conv2D"]
+    assert_close(Plan(out).run([x]), want, "folded in place")
+    convs = [n for n in out.nodes if n.op == "Conv2D"]
+    owned = [n for n in convs if n.weights["kernel"].shape[-1] == 4][0]
+    assert any(owned.weights["kernel"] is k for k in kernels.values())  # written in place
+    for node in convs:
+        if node is not owned:  # the shared kernel is folded into fresh arrays
+            assert all(node.weights["kernel"] is not k for k in kernels.values())
+    shared_name = [n for n in kernels if kernels[n].shape[-1] == 3][0]
+    np.testing.assert_array_equal(kernels[shared_name], before[shared_name])
+
+
+def test_loaded_model_holds_weights_once_and_rereads_the_source(tmp_path: Path) -> None:
+    x = rand(3, 12, 12, 3)
+    K = keras_module("keras3")
+    keras_model = mobilenet_block(K)
+    randomize_weights(keras_model, seed=4)
+    want = keras_predict(keras_model, x)
+    path = tmp_path / "block.keras"
+    keras_model.save(path)
+    model = tfless.load(path)
+    assert_close([model.predict(x)], want, "loaded")
+    assert model._source_graph is None  # the optimized graph alone holds the weights
+    source = model.source_graph
+    assert ops(source) == ops(read_graph(path))
+    assert "BatchNormalization" in model.summary()
+    assert tfless.load(path, optimize=False)._source_graph is not None  # nothing to reread
+    keras_model.save(path)  # rewritten: describing the loaded model would now lie
+    with pytest.raises(tfless.TflessError, match="changed since the model was loaded"):
+        model.summary()

@@ -5,12 +5,16 @@ computed channels-last (a channels_first input is transposed in and out, as Kera
 TensorFlow backend does on CPU). Kernels are rearranged once at build time into the
 matrices the kernels below multiply with:
 
-- regular convolution: im2col over a `sliding_window_view` of the padded input and one
-  BLAS matmul per call (in bounded-memory chunks for large inputs); 1x1 convolutions are a
-  plain matmul on the input;
-- depthwise convolution: a vectorized multiply-accumulate over the kernel taps;
+- regular convolution: im2col into one contiguous float32 buffer (filled tap by tap from
+  strided views of the padded input) and one BLAS sgemm per call (in bounded-memory chunks
+  for large inputs); a 1x1 stride-1 convolution is a plain matmul on the input, no copy;
+- depthwise convolution: a multiply-accumulate over the kernel taps, each tap over whole
+  output rows (the tap's weights tiled across the row), in cache-sized row blocks;
 - transposed convolution: one matmul of the input with all kernel taps, then a strided
   add per tap into the output (the scatter form of the convolution's gradient).
+
+Bias and activation run in place on cache-sized blocks of the freshly computed output
+(one pass over memory instead of one per elementwise step).
 
 Padding follows TensorFlow: 'same' puts the odd extra cell after, 'causal' pads
 `dilation * (kernel - 1)` cells before.
@@ -24,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from .activations import activation_name, get_activation
@@ -36,6 +39,8 @@ F32 = np.float32
 IM2COL_BUDGET = 1 << 23
 # Output elements a depthwise convolution computes at once (about L2-cache sized).
 DEPTHWISE_BLOCK = 1 << 15
+# Output elements that bias + activation process at once, while they are in cache.
+EPILOGUE_BLOCK = 1 << 15
 
 Pads = list[tuple[int, int]]
 
@@ -150,7 +155,16 @@ def pad_spatial(x: np.ndarray, pads: Pads, value: float = 0.0) -> np.ndarray:
     """Pad the spatial axes of a channels-last (batch, *spatial, channels) array."""
     if not any(b or a for b, a in pads):
         return x
-    return np.pad(x, [(0, 0), *pads, (0, 0)], constant_values=value)
+    sizes = [n + b + a for n, (b, a) in zip(x.shape[1:-1], pads)]
+    out = np.empty((x.shape[0], *sizes, x.shape[-1]), dtype=x.dtype)
+    out[(slice(None), *(slice(b, b + n) for n, (b, _) in zip(x.shape[1:-1], pads)))] = x
+    for axis, ((before, after), size) in enumerate(zip(pads, sizes), start=1):
+        lead = (slice(None),) * axis
+        if before:
+            out[(*lead, slice(0, before))] = value
+        if after:
+            out[(*lead, slice(size - after, size))] = value
+    return out
 
 
 def flatten_batch(x: np.ndarray, rank: int, layer: str) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -189,35 +203,81 @@ def _chunks(batch: int, out: tuple[int, ...], per_position: int, budget: int) ->
     return [(slice(b, b + 1), slice(r, r + rows)) for b in range(batch) for r in range(0, out[0], rows)]
 
 
-def conv_channels_last(x: np.ndarray, geo: Geometry, wmat: np.ndarray, groups: int) -> np.ndarray:
+def conv_channels_last(x: np.ndarray, geo: Geometry, wmat: np.ndarray, groups: int,
+                       bias: np.ndarray | None = None,
+                       act: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Convolution of (batch, *spatial, C) with `wmat` of shape (groups, K*C/groups, F/groups),
-    rows ordered (kernel taps..., input channel). Returns (batch, *out, F)."""
-    rank = geo.rank
+    rows ordered (kernel taps..., input channel), plus optional bias and activation (applied
+    in place if `act` is one of INPLACE_ACTIVATIONS). Returns (batch, *out, F) float32."""
     n_in = x.shape[-1]
+    x = np.ascontiguousarray(x, dtype=F32)
+    wmat = np.asarray(wmat, dtype=F32)
     xp = pad_spatial(x, geo.pads(x.shape[1:-1]))
     out = geo.out_sizes(xp.shape[1:-1])
     filters = wmat.shape[0] * wmat.shape[2]
+    y = np.empty((x.shape[0], *out, filters), dtype=F32)
     if groups == 1 and all(k == 1 for k in geo.kernel):
-        xs = xp[(slice(None), *(slice(None, None, s) for s in geo.strides))]
-        y = np.matmul(xs.reshape(-1, n_in), wmat[0])
-        return y.reshape((x.shape[0], *out, filters))
-    windows = sliding_window_view(xp, geo.span, axis=tuple(range(1, rank + 1)))
-    # (B, *positions, C, *span) -> strided, dilated -> (B, *out, *kernel, C)
-    windows = windows[(slice(None), *(slice(None, None, s) for s in geo.strides), slice(None),
-                       *(slice(None, None, d) for d in geo.dilation))]
-    windows = np.moveaxis(windows, rank + 1, -1)
+        if all(s == 1 for s in geo.strides):
+            cols = xp.reshape(-1, n_in)  # a view: 1x1 stride 1 reads the input as it is
+        else:
+            cols = xp[(slice(None), *(slice(None, (o - 1) * s + 1, s)
+                                      for o, s in zip(out, geo.strides)))].reshape(-1, n_in)
+        np.matmul(cols, wmat[0], out=y.reshape(-1, filters))
+        return epilogue(y, bias, act)
     taps = math.prod(geo.kernel)
-    y = np.empty((x.shape[0], *out, filters), dtype=np.result_type(x.dtype, wmat.dtype))
-    for block in _chunks(x.shape[0], out, taps * n_in, IM2COL_BUDGET):
-        cols = windows[block]
-        dst = y[block].reshape(-1, filters)  # a view: blocks split only the leading axes
+    blocks = _chunks(x.shape[0], out, taps * n_in, IM2COL_BUDGET)
+    first_block = y[blocks[0]]
+    buffer = np.empty(first_block.size // filters * taps * n_in, dtype=F32)
+    for block in blocks:
+        dst = y[block]
+        cols = buffer[: dst.size // filters * taps * n_in].reshape(
+            (*dst.shape[:-1], taps, n_in))
+        _im2col(xp, geo, out, block, cols)
+        flat = dst.reshape(-1, filters)  # a view: blocks split only the leading axes
         if groups == 1:
-            np.matmul(cols.reshape(-1, taps * n_in), wmat[0], out=dst)
+            np.matmul(cols.reshape(-1, taps * n_in), wmat[0], out=flat)
         else:
             per_group = n_in // groups
             grouped = cols.reshape(-1, taps, groups, per_group).transpose(2, 0, 1, 3)
             res = np.matmul(grouped.reshape(groups, -1, taps * per_group), wmat)
-            dst[...] = res.transpose(1, 0, 2).reshape(-1, filters)
+            flat[...] = res.transpose(1, 0, 2).reshape(-1, filters)
+    return epilogue(y, bias, act)
+
+
+def _im2col(xp: np.ndarray, geo: Geometry, out: tuple[int, ...], block: tuple,
+            cols: np.ndarray) -> None:
+    """Fill `cols` (items, *rows of out, tap, C) with the input windows of `block` (a slice
+    of batch items, optionally a slice of the first output axis)."""
+    rows = block[1] if len(block) > 1 else slice(0, out[0])
+    first_row, last_row = rows.start, min(rows.stop, out[0]) - 1
+    for i, tap in enumerate(np.ndindex(*geo.kernel)):
+        index = list(geo.tap_slices(tap, out))
+        start = tap[0] * geo.dilation[0]
+        index[0] = slice(start + first_row * geo.strides[0],
+                         start + last_row * geo.strides[0] + 1, geo.strides[0])
+        cols[..., i, :] = xp[(block[0], *index)]
+
+
+def epilogue(y: np.ndarray, bias: np.ndarray | None,
+             act: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
+    """y + bias, then the activation, on the contiguous float32 output `y`; in place and in
+    cache-sized blocks when the activation is one of INPLACE_ACTIVATIONS."""
+    if act is not None and act not in INPLACE_SET:
+        if bias is not None:
+            y += bias
+        return act(y)
+    if act is INPLACE_ACTIVATIONS["linear"]:
+        act = None
+    if bias is None and act is None:
+        return y
+    flat = y.reshape(-1, y.shape[-1])
+    rows = max(1, EPILOGUE_BLOCK // max(1, y.shape[-1]))
+    for start in range(0, flat.shape[0], rows):
+        part = flat[start:start + rows]
+        if bias is not None:
+            part += bias
+        if act is not None:
+            act(part)
     return y
 
 
@@ -270,13 +330,36 @@ def _bias_weights(*kernels: str) -> Callable[[dict], list[str]]:
     return names
 
 
+def _sigmoid_inplace(y: np.ndarray) -> np.ndarray:
+    # 1 / (1 + exp(-y)): exp overflows to inf for y < -88, giving the right limit 0
+    np.negative(y, out=y)
+    with np.errstate(over="ignore"):
+        np.exp(y, out=y)
+    y += F32(1)
+    return np.reciprocal(y, out=y)
+
+
+def _swish_inplace(y: np.ndarray) -> np.ndarray:
+    # y * sigmoid(y) as y / (1 + exp(-y)); the scratch holds exp(-y) of one block
+    scratch = np.negative(y)
+    with np.errstate(over="ignore"):
+        np.exp(scratch, out=scratch)
+    scratch += F32(1)
+    return np.divide(y, scratch, out=y)
+
+
 # Activations applied in place on the layer's own freshly computed output (saves a pass
 # and an output-sized allocation on the most common conv activations).
 INPLACE_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda y: y,
     "relu": lambda y: np.maximum(y, F32(0), out=y),
     "relu6": lambda y: np.clip(y, F32(0), F32(6), out=y),
+    "sigmoid": _sigmoid_inplace,
+    "swish": _swish_inplace,
+    "silu": _swish_inplace,
+    "tanh": lambda y: np.tanh(y, out=y),
 }
+INPLACE_SET = frozenset(INPLACE_ACTIVATIONS.values())
 
 
 def _finish(config: dict, weights: dict) -> tuple[np.ndarray | None, Callable]:
@@ -299,7 +382,7 @@ def _unfold(y: np.ndarray, lead: tuple[int, ...], first: bool) -> np.ndarray:
 def _batched_input(x: np.ndarray, rank: int, first: bool, layer: str
                    ) -> tuple[np.ndarray, tuple[int, ...]]:
     x = np.asarray(x)
-    if x.dtype != F32 and x.dtype.kind != "f":
+    if x.dtype != F32:  # Keras casts inputs to the layer's float32 compute dtype
         x = x.astype(F32)
     flat, lead = flatten_batch(x, rank, layer)
     return to_channels_last(flat, first), lead
@@ -328,10 +411,7 @@ def make_conv(rank: int) -> Callable[[dict, dict], Callable]:
         def run(x: np.ndarray) -> np.ndarray:
             xc, lead = _batched_input(x, rank, first, name)
             _check_channels(name, xc, n_in)
-            y = conv_channels_last(xc, geo, wmat, groups)
-            if bias is not None:
-                y += bias
-            return _unfold(act(y), lead, first)
+            return _unfold(conv_channels_last(xc, geo, wmat, groups, bias, act), lead, first)
 
         return run
 
@@ -350,42 +430,46 @@ def depthwise_channels_last(x: np.ndarray, geo: Geometry, kernel: np.ndarray,
     plus optional bias and activation.
 
     Output channel c*M + m reads input channel c, so with M > 1 the input channels are
-    repeated M times first; every tap is then one multiply-add over whole channel rows
-    (a trailing axis of size M would make NumPy's inner loops M elements long). The output
-    is computed in cache-sized blocks of batch items / output rows, so the per-tap passes
-    (and the bias and activation) stay in cache.
+    repeated M times first. Each tap's weights are tiled across a whole output row, so every
+    tap is one multiply-add over contiguous output rows (broadcasting a (C,) vector would
+    make NumPy's inner loops only C elements long). The output is computed in cache-sized
+    blocks of rows of one batch item, so the per-tap passes (and the bias and activation)
+    stay in cache. A 1D convolution runs as a 2D one over a height-1 image.
     """
+    if geo.rank == 1:
+        geo2 = Geometry(geo.layer, (1, *geo.kernel), (1, *geo.strides), (1, *geo.dilation),
+                        geo.padding)
+        return depthwise_channels_last(x[:, None], geo2, kernel[None], bias, act)[:, 0]
     n_in, mult = kernel.shape[-2], kernel.shape[-1]
     width = n_in * mult
+    x = np.ascontiguousarray(x, dtype=F32)
     if mult > 1:
         x = np.repeat(x, mult, axis=-1)
-    taps = kernel.reshape((*kernel.shape[:-2], width))
     xp = pad_spatial(x, geo.pads(x.shape[1:-1]))
-    out = geo.out_sizes(xp.shape[1:-1])
-    acc = np.empty((x.shape[0], *out, width), dtype=np.result_type(x.dtype, kernel.dtype))
-    blocks = _chunks(x.shape[0], out, width, DEPTHWISE_BLOCK)
-    tmp = np.empty(acc[blocks[0]].size, dtype=acc.dtype)
-    stride0, dilation0 = geo.strides[0], geo.dilation[0]
-    for block in blocks:
-        dst = acc[block]
-        scratch = tmp[: dst.size].reshape(dst.shape)
-        rows = block[1] if len(block) > 1 else slice(0, out[0])
-        first_row, last_row = rows.start, min(rows.stop, out[0]) - 1
-        for i, tap in enumerate(np.ndindex(*geo.kernel)):
-            index = list(geo.tap_slices(tap, out))
-            start = tap[0] * dilation0
-            index[0] = slice(start + first_row * stride0, start + last_row * stride0 + 1, stride0)
-            view = xp[(block[0], *index)]
-            np.multiply(view, taps[tap], out=dst if i == 0 else scratch)
-            if i:
-                dst += scratch
-        if bias is not None:
-            dst += bias
-        if act is not None:
-            res = act(dst)
-            if res is not dst:
-                dst[...] = res
-    return acc
+    height, cols = geo.out_sizes(xp.shape[1:-1])
+    (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilation
+    # (kh, kw, C*M) -> (kh, kw, out width, C*M): tap weights repeated along the row
+    tiled = np.ascontiguousarray(np.broadcast_to(
+        np.asarray(kernel, F32).reshape(kh, kw, 1, width), (kh, kw, cols, width)))
+    acc = np.empty((x.shape[0], height, cols, width), dtype=F32)
+    rows = max(1, min(height, DEPTHWISE_BLOCK // (cols * width)))
+    scratch = np.empty((rows, cols, width), dtype=F32)
+    for b in range(x.shape[0]):
+        for top in range(0, height, rows):
+            dst = acc[b, top:top + rows]
+            tmp = scratch[: dst.shape[0]]
+            row_stop = (top + dst.shape[0] - 1) * sh + 1
+            for i in range(kh):
+                for j in range(kw):
+                    # stride 1: rows of (out width x C*M) contiguous values, one inner loop
+                    view = xp[b, i * dh + top * sh: i * dh + row_stop: sh,
+                              j * dw: j * dw + (cols - 1) * sw + 1: sw]
+                    if i == 0 and j == 0:
+                        np.multiply(view, tiled[i, j], out=dst)
+                    else:
+                        np.multiply(view, tiled[i, j], out=tmp)
+                        dst += tmp
+    return epilogue(acc, bias, act)
 
 
 def _depthwise_kernel(config: dict, weights: dict, rank: int, geo: Geometry, key: str,
@@ -438,9 +522,7 @@ def make_separable(rank: int) -> Callable[[dict, dict], Callable]:
             _check_channels(name, xc, kernel.shape[-2])
             depth = depthwise_channels_last(xc, geo, kernel)
             y = np.matmul(depth.reshape(-1, width), pmat).reshape((*depth.shape[:-1], -1))
-            if bias is not None:
-                y += bias
-            return _unfold(act(y), lead, first)
+            return _unfold(epilogue(y, bias, act), lead, first)
 
         return run
 

@@ -1,7 +1,10 @@
 """Graph passes: small Graph -> Graph rewrites that keep outputs equal within tolerance.
 
 Every pass returns a new Graph and never mutates the arrays or configs of its input, so a
-pass can be run (and tested) alone. Rewritten nodes stay ordinary Keras layers (a Conv2D
+pass can be run (and tested) alone. The one exception is asked for explicitly:
+`optimize_graph(..., in_place=True)` lets `fold_batchnorm` write folded kernels into the
+reader's own arrays, so loading never holds a model's convolution weights twice (the Model
+does this for graphs it read itself and can read again). Rewritten nodes stay ordinary Keras layers (a Conv2D
 with a folded BatchNormalization is still a Conv2D with a kernel and a bias), so the
 exporters and the description code see a graph they already understand.
 
@@ -115,7 +118,7 @@ def _bn_on_channels(producer: Node, bn: Node) -> bool:
     return axis == 1 if first else axis in (-1, rank + 1)
 
 
-def _fold_one(producer: Node, bn: Node) -> Node | None:
+def _fold_one(producer: Node, bn: Node, writable: set[int]) -> Node | None:
     cfg = producer.config
     if cfg.get("keras_major") == 1 or cfg.get("lora_rank") or not _bn_on_channels(producer, bn):
         return None
@@ -132,19 +135,39 @@ def _fold_one(producer: Node, bn: Node) -> Node | None:
     bias = producer.weights.get("bias")
     bias = np.zeros(channels) if bias is None else np.asarray(bias, np.float64).reshape(-1)
     weights = dict(producer.weights)
-    weights[key] = (np.asarray(kernel, np.float64) * per_kernel).astype(np.float32)
+    folded = np.asarray(kernel, np.float64) * per_kernel
+    if id(kernel) in writable:
+        kernel[...] = folded  # rounds to float32 exactly as astype does
+        weights[key] = kernel
+    else:
+        weights[key] = folded.astype(np.float32)
     weights["bias"] = (bias * scale + shift).astype(np.float32)
     config = {**cfg, "use_bias": True}
     return _copy(producer, config=config, weights=weights, outputs=list(bn.outputs))
 
 
-def fold_batchnorm(graph: Graph) -> Graph:
+def _owned_kernels(graph: Graph) -> set[int]:
+    """ids of writable float32 arrays that exactly one weight slot of the graph holds."""
+    uses: dict[int, int] = {}
+    arrays: dict[int, np.ndarray] = {}
+    for node in graph.nodes:
+        for w in node.weights.values():
+            uses[id(w)] = uses.get(id(w), 0) + 1
+            arrays[id(w)] = w
+    return {i for i, n in uses.items() if n == 1 and isinstance(arrays[i], np.ndarray)
+            and arrays[i].dtype == np.float32 and arrays[i].flags.writeable
+            and arrays[i].base is None}
+
+
+def fold_batchnorm(graph: Graph, in_place: bool = False) -> Graph:
     """Fold an inference BatchNormalization into the Dense/Conv that alone feeds it.
 
     Only when the producer's activation is linear and its output goes nowhere else:
     kernel' = kernel * gamma / sqrt(var + eps), bias' = (bias - mean) * that + beta,
-    computed in float64 and rounded once to float32.
+    computed in float64 and rounded once to float32. With `in_place`, a kernel array that
+    no other layer shares is overwritten instead of copied (the input graph is then spent).
     """
+    writable = _owned_kernels(graph) if in_place else set()
     consumers = graph.consumers()
     replaced: dict[str, Node] = {}
     dropped: set[str] = set()
@@ -152,7 +175,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
         if node.op not in FOLDABLE or node.name in dropped:
             continue
         bn = _mergeable(graph, consumers, node, ("BatchNormalization",))
-        folded = None if bn is None else _fold_one(node, bn)
+        folded = None if bn is None else _fold_one(node, bn, writable)
         if folded is not None and bn is not None:
             replaced[node.name] = folded
             dropped.add(bn.name)
@@ -225,9 +248,15 @@ PASSES: list[Pass] = [drop_noops, fold_batchnorm, fuse_activations, pack_weights
 PASS_NAMES = {p.__name__: p for p in PASSES}
 
 
-def optimize_graph(graph: Graph, passes: bool | Iterable[str] = True) -> Graph:
+# Passes that can reuse the input graph's arrays when the caller gives it up.
+IN_PLACE_PASSES = (fold_batchnorm,)
+
+
+def optimize_graph(graph: Graph, passes: bool | Iterable[str] = True,
+                   in_place: bool = False) -> Graph:
     """Run the default passes (`True`), none (`False`), or only the named ones, in
-    pipeline order (`tfless.load(path, optimize=["drop_noops", "fold_batchnorm"])`)."""
+    pipeline order (`tfless.load(path, optimize=["drop_noops", "fold_batchnorm"])`).
+    `in_place`: the caller will not use `graph` again, so its arrays may be overwritten."""
     if passes is True:
         chosen = PASSES
     elif passes is False:
@@ -241,5 +270,8 @@ def optimize_graph(graph: Graph, passes: bool | Iterable[str] = True) -> Graph:
             )
         chosen = [p for p in PASSES if p.__name__ in names]
     for rewrite in chosen:
-        graph = rewrite(graph)
+        if in_place and rewrite in IN_PLACE_PASSES:
+            graph = rewrite(graph, in_place=True)  # type: ignore[call-arg]
+        else:
+            graph = rewrite(graph)
     return graph

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from .activations import get_activation
+from .convolutional import Geometry, conv_channels_last
 from .registry import REGISTRY, get_op, register
 
 F32 = np.float32
@@ -184,41 +185,17 @@ def _sequence_mask(config: dict[str, Any], inputs: list, masks: list | None) -> 
 
 
 # ----- numerics -----------------------------------------------------------------------
-def _same_padding(size: int, k: int, stride: int, dilation: int) -> tuple[int, int, int]:
-    eff = (k - 1) * dilation + 1
-    out = -(-size // stride)
-    total = max((out - 1) * stride + eff - size, 0)
-    return out, total // 2, total - total // 2
-
-
 def conv_nd(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int], padding: str,
             dilation: Sequence[int]) -> np.ndarray:
-    """Channels-last N-D convolution (TensorFlow's padding rule) by im2col and one GEMM.
+    """Channels-last N-D convolution (TensorFlow's padding rule): the regular convolution
+    of ops/convolutional.py (im2col into one buffer, one sgemm).
 
     x: (N, *spatial, C_in); kernel: (*k, C_in, C_out).
     """
     rank = kernel.ndim - 2
-    ks = kernel.shape[:rank]
-    spatial = x.shape[1:1 + rank]
-    pads, outs = [], []
-    for size, k, s, d in zip(spatial, ks, strides, dilation):
-        if padding == "same":
-            out, lo, hi = _same_padding(size, k, s, d)
-        else:
-            out, lo, hi = (size - (k - 1) * d - 1) // s + 1, 0, 0
-        if out <= 0:
-            raise InputError(f"convolution window {tuple(ks)} is larger than the input {spatial}")
-        pads.append((lo, hi))
-        outs.append(out)
-    if any(p != (0, 0) for p in pads):
-        x = np.pad(x, [(0, 0), *pads, (0, 0)])
-    cols = []
-    for offset in np.ndindex(*ks):
-        index = tuple(slice(o * d, o * d + (n - 1) * s + 1, s)
-                      for o, d, n, s in zip(offset, dilation, outs, strides))
-        cols.append(x[(slice(None), *index)])
-    patches = np.stack(cols, axis=-2).reshape(x.shape[0], *outs, -1)
-    return patches @ kernel.reshape(-1, kernel.shape[-1])
+    geo = Geometry("ConvLSTM", tuple(kernel.shape[:rank]), tuple(strides), tuple(dilation),
+                   padding)
+    return conv_channels_last(x, geo, kernel.reshape(1, -1, kernel.shape[-1]), 1)
 
 
 class Cell(ABC):

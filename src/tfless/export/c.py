@@ -275,7 +275,9 @@ def emit_dense(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
 @emits("Embedding")
 def emit_embedding(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
     (shape,) = ins
-    mask_zero = bool(node.config.get("mask_zero"))
+    # Keras 1/2 files carry masks implicitly; Keras 3 files save the mask as its own tensor
+    # (keras.ops.NotEqual) passed to the layers that use it
+    mask_zero = bool(node.config.get("mask_zero")) and "keras_major" in node.config
     if mask_zero and len(shape) != 1:
         raise _unsupported(node, f"mask_zero=True on input shape {shape} (only (timesteps,))")
     table = node.weights["embeddings"]
@@ -312,7 +314,8 @@ def emit_masking(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
         f"        for (int i = 0; i < {n}; ++i) y0[(size_t)t * {n} + i] = xt[i] * (float)keep;\n"
         f"    }}\n"
     )
-    return Emitted([shape], body, f"Masking (mask_value {value})", "new")
+    return Emitted([shape], body, f"Masking (mask_value {value})",
+                   "new" if "keras_major" in node.config else "")
 
 
 # ----- activation layers --------------------------------------------------------------

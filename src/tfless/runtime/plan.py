@@ -23,7 +23,7 @@ from ..errors import ModelFormatError, TflessError
 from ..graph import Graph, Node
 from ..ops import get_op
 from ..ops.registry import OpSpec
-from . import threads
+from . import memory, threads
 
 # Layers that compute every batch item on its own (the batch axis is never reduced, moved
 # or mixed), provided their `axis` config (if any) is a positive axis or -1.
@@ -75,6 +75,7 @@ class Plan:
 
     def __init__(self, graph: Graph) -> None:
         threads.honour_environment()
+        memory.keep_freed_memory()
         self.graph = graph
         slots: dict[str, int] = {}
 

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from .activations import elu, gelu, sigmoid
 from .convolutional import (
+    INPLACE_ACTIVATIONS,
     Geometry,
     conv_channels_last,
     conv_matrix,
@@ -84,6 +85,13 @@ class TfliteOp:
             )
         fn = FUSED_ACTIVATIONS[code]
         return fn if fn is not None else (lambda y: y)
+
+    def kernel_activation(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The fused activation in the in-place form the convolution kernels apply to their
+        own fresh output (falls back to the plain function)."""
+        code = int(self.options.get("fused_activation_function", 0))
+        name = {0: "linear", 1: "relu", 3: "relu6", 4: "tanh"}.get(code)
+        return INPLACE_ACTIVATIONS[name] if name in INPLACE_ACTIVATIONS else self.activation()
 
     def geometry(self, kernel: tuple[int, int], dilation: tuple[int, int] = (1, 1)) -> Geometry:
         o = self.options
@@ -171,7 +179,7 @@ def conv_2d(op: TfliteOp) -> Compute:
     o = op.options
     geo = op.geometry(kernel.shape[:2], (int(o.get("dilation_h", 1)), int(o.get("dilation_w", 1))))
     matrices = {1: conv_matrix(kernel, 1)}
-    act = op.activation()
+    act = op.kernel_activation()
 
     def compute(x: np.ndarray, w: Any, bias: np.ndarray | None = None) -> np.ndarray:
         channels = x.shape[-1]
@@ -184,10 +192,8 @@ def conv_2d(op: TfliteOp) -> Compute:
                 raise InputError(f"{op.where}: {kernel.shape[3]} filters cannot form {groups} "
                                  "groups")
             matrices[groups] = conv_matrix(kernel, groups)
-        y = conv_channels_last(x, geo, matrices[groups], groups)
-        if bias is not None:
-            y += bias
-        return act(y)
+        b = None if bias is None else np.asarray(bias, F32)
+        return conv_channels_last(x, geo, matrices[groups], groups, b, act)
 
     return compute
 
@@ -202,7 +208,7 @@ def depthwise_conv_2d(op: TfliteOp) -> Compute:
     o = op.options
     geo = op.geometry(taps.shape[:2], (int(o.get("dilation_h", 1)), int(o.get("dilation_w", 1))))
     kernels: dict[int, np.ndarray] = {}
-    act = op.activation()
+    act = op.kernel_activation()
 
     def compute(x: np.ndarray, w: Any, bias: np.ndarray | None = None) -> np.ndarray:
         channels = x.shape[-1]

@@ -331,3 +331,53 @@ def test_kernel_shape_mismatch_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelFormatError, match="'conv'.*kernel has shape"):
         tfless.load(path)
 
+
+
+# ----- kernel internals: chunked im2col, row-wise depthwise, in-place epilogue --------------
+def _direct_conv(x: np.ndarray, geo, kernel: np.ndarray) -> np.ndarray:
+    """Float64 reference: one matmul per kernel tap over strided views."""
+    from tfless.ops.convolutional import pad_spatial
+
+    xp = pad_spatial(x.astype(np.float64), geo.pads(x.shape[1:-1]))
+    out = geo.out_sizes(xp.shape[1:-1])
+    y = np.zeros((x.shape[0], *out, kernel.shape[-1]))
+    for tap in np.ndindex(*geo.kernel):
+        y += xp[(slice(None), *geo.tap_slices(tap, out))] @ kernel[tap].astype(np.float64)
+    return y
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("budget", [1 << 23, 40])
+def test_conv_kernel_matches_direct_sum_in_any_chunking(rank: int, budget: int,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tfless.ops import convolutional as conv
+
+    monkeypatch.setattr(conv, "IM2COL_BUDGET", budget)
+    rng = np.random.default_rng(rank)
+    x = rng.random((3, *SPATIAL[rank], 5), dtype=np.float32)
+    for k, s, d, pad in [(3, 1, 1, "same"), (3, 2, 1, "valid"), (2, 1, 2, "same"), (1, 2, 1, "valid")]:
+        geo = conv.Geometry("t", (k,) * rank, (s,) * rank, (d,) * rank, pad)
+        kernel = rng.normal(size=(*geo.kernel, 5, 4)).astype(np.float32)
+        got = conv.conv_channels_last(x, geo, conv.conv_matrix(kernel, 1), 1)
+        np.testing.assert_allclose(got, _direct_conv(x, geo, kernel), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_depthwise_kernel_matches_direct_sum(rank: int) -> None:
+    from tfless.ops import convolutional as conv
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, *(SPATIAL[rank] if rank == 1 else (13, 11)), 3)).astype(np.float32)
+    for k, s, d, mult, pad in [(3, 1, 1, 1, "same"), (3, 2, 1, 2, "same"), (2, 1, 2, 1, "valid"),
+                               (5, 2, 1, 1, "valid")]:
+        geo = conv.Geometry("t", (k,) * rank, (s,) * rank, (d,) * rank, pad)
+        kernel = rng.normal(size=(*geo.kernel, 3, mult)).astype(np.float32)
+        bias = rng.normal(size=3 * mult).astype(np.float32)
+        act = conv.INPLACE_ACTIVATIONS["swish"]
+        got = conv.depthwise_channels_last(x, geo, kernel, bias, act)
+        # depthwise = a regular convolution whose kernel is block-diagonal over channels
+        full = np.zeros((*geo.kernel, 3, 3 * mult), np.float32)
+        for c in range(3):
+            full[..., c, c * mult:(c + 1) * mult] = kernel[..., c, :]
+        z = _direct_conv(x, geo, full) + bias
+        np.testing.assert_allclose(got, z / (1 + np.exp(-z)), rtol=1e-5, atol=1e-5)

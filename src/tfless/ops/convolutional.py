@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from .activations import activation_name, get_activation
@@ -247,15 +248,26 @@ def conv_channels_last(x: np.ndarray, geo: Geometry, wmat: np.ndarray, groups: i
 def _im2col(xp: np.ndarray, geo: Geometry, out: tuple[int, ...], block: tuple,
             cols: np.ndarray) -> None:
     """Fill `cols` (items, *rows of out, tap, C) with the input windows of `block` (a slice
-    of batch items, optionally a slice of the first output axis)."""
+    of batch items, optionally a slice of the first output axis) of the contiguous padded
+    input `xp`. Without dilation along the last axis the taps of one kernel row read
+    kernel[-1] * C consecutive input values, so each is copied as one run of that length."""
     rows = block[1] if len(block) > 1 else slice(0, out[0])
     first_row, last_row = rows.start, min(rows.stop, out[0]) - 1
-    for i, tap in enumerate(np.ndindex(*geo.kernel)):
+    k_last, n_in = geo.kernel[-1], xp.shape[-1]
+    whole_rows = geo.dilation[-1] == 1 and k_last > 1 and \
+        xp.strides[-2:] == (n_in * xp.itemsize, xp.itemsize)
+    outer = geo.kernel[:-1] + ((1,) if whole_rows else (k_last,))
+    dst = cols.reshape((*cols.shape[:-2], -1, k_last * n_in)) if whole_rows else cols
+    for i, tap in enumerate(np.ndindex(*outer)):
         index = list(geo.tap_slices(tap, out))
         start = tap[0] * geo.dilation[0]
         index[0] = slice(start + first_row * geo.strides[0],
                          start + last_row * geo.strides[0] + 1, geo.strides[0])
-        cols[..., i, :] = xp[(block[0], *index)]
+        src = xp[(block[0], *index)]
+        if whole_rows:  # same strides, the last axis now runs on over the next columns
+            src = as_strided(src, (*src.shape[:-1], k_last * n_in), src.strides,
+                             writeable=False)
+        dst[..., i, :] = src
 
 
 def epilogue(y: np.ndarray, bias: np.ndarray | None,

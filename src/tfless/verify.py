@@ -48,7 +48,7 @@ def _feeds_embedding(model: Model, tensor: str) -> bool:
 
 
 def _embedding_rows(model: Model, tensor: str) -> int | None:
-    for node in model.source_graph.nodes:
+    for node in model.graph.nodes:  # Embedding layers are as read: the passes keep them
         if tensor in node.inputs and node.op == "Embedding":
             return int(node.config.get("input_dim") or node.weights["embeddings"].shape[0])
     return None

@@ -30,7 +30,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 _lock = threading.Lock()
 _controller: ThreadpoolController | None = None
-_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, executor)
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (pid, workers) -> executor
 _single_users = 0
 _single_limiter: Any = None
 _environment_applied = False
@@ -92,15 +92,12 @@ def worker_count() -> int:
 
 
 def pool(workers: int) -> ThreadPoolExecutor:
-    """A shared pool of `workers` threads (made again after a fork)."""
-    global _pool
+    """A shared pool of `workers` threads (a new one in a forked child)."""
+    key = (os.getpid(), workers)
     with _lock:
-        if _pool is None or _pool[0] != os.getpid() or _pool[1] != workers:
-            if _pool is not None and _pool[0] == os.getpid():
-                _pool[2].shutdown(wait=False)
-            _pool = (os.getpid(), workers,
-                     ThreadPoolExecutor(workers, thread_name_prefix="tfless-shard"))
-        return _pool[2]
+        if key not in _pools:
+            _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix="tfless-shard")
+        return _pools[key]
 
 
 @contextmanager

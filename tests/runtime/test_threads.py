@@ -100,3 +100,19 @@ def test_layers_that_may_mix_the_batch_are_never_sharded() -> None:
     assert not Plan(_conv_graph(mixing)).separable
     concat = Node("cat", "Concatenate", {"name": "cat", "axis": 0}, {}, ["y", "y"], ["z"])
     assert not Plan(_conv_graph(concat)).separable
+
+
+def test_first_batch_times_a_few_items_then_shards_the_rest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = Plan(_conv_graph())
+    x = np.random.default_rng(2).random((11, 10, 10, 3), dtype=np.float32)
+    whole = plan._run([x])[0]
+    monkeypatch.setattr(threads, "worker_count", lambda: 2)
+    monkeypatch.setattr(plan_module, "SHARD_MIN_SECONDS", 0.0)
+    calls = []
+    original = plan._run
+    monkeypatch.setattr(plan, "_run", lambda xs, keep_all=False: calls.append(len(xs[0]))
+                        or original(xs, keep_all))
+    first = plan.run([x])[0]
+    assert calls == [4, 4, 3] and plan.seconds_per_item is not None
+    np.testing.assert_allclose(first, whole, rtol=1e-5, atol=1e-7)

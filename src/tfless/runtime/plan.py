@@ -126,14 +126,27 @@ class Plan:
         batch = inputs[0].shape[0] if inputs and getattr(inputs[0], "ndim", 0) else 0
         if keep_all or not self.separable or batch < 2:
             return self._run(inputs, keep_all)
+        if self.seconds_per_item is None:
+            return self._run_measuring_head(inputs, batch)
         workers = threads.worker_count()
-        if workers > 1 and self.seconds_per_item is not None and \
-                self.seconds_per_item * batch >= SHARD_MIN_SECONDS:
+        if workers > 1 and self.seconds_per_item * batch >= SHARD_MIN_SECONDS:
             return self._run_sharded(inputs, batch, workers)
         start = time.perf_counter()
         outs = self._run(inputs, keep_all)
         self.seconds_per_item = (time.perf_counter() - start) / batch
         return outs
+
+    def _run_measuring_head(self, inputs: list[np.ndarray], batch: int) -> list[np.ndarray]:
+        """First batch: time the first few items alone to learn the cost per item, then run
+        the rest as that cost says (so even the first large batch is mostly sharded)."""
+        head = min(batch, SHARD_ITEMS)
+        start = time.perf_counter()
+        first = self._run([x[:head] for x in inputs])
+        self.seconds_per_item = (time.perf_counter() - start) / head
+        if head == batch:
+            return first
+        rest = self.run([x[head:] for x in inputs])
+        return [np.concatenate([a, b]) for a, b in zip(first, rest)]
 
     def _run_sharded(self, inputs: list[np.ndarray], batch: int, workers: int
                      ) -> list[np.ndarray]:

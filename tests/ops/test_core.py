@@ -146,6 +146,31 @@ def test_nested_model(api: str) -> None:
     check_parity(build, rand(3, 4), api=api)
 
 
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+@pytest.mark.parametrize("tower_kind", ["functional", "sequential", "two_levels"])
+def test_nested_model_called_twice(api: str, tower_kind: str) -> None:
+    """A siamese network: one tower (a nested model) applied to two inputs. Each call's
+    copy of the tower's layers must produce its own tensors, with shared weights."""
+    def build(K):
+        if tower_kind == "sequential":
+            tower = K.Sequential([K.Input((5, 3)), K.layers.Dense(4, activation="tanh"),
+                                  K.layers.GlobalMaxPooling1D()], name="tower")
+        else:
+            i = K.Input((5, 3))
+            h = K.layers.Dense(4, activation="tanh")(i)
+            if tower_kind == "two_levels":
+                j = K.Input((5, 4))
+                inner = K.Model(j, K.layers.Dense(4)(j), name="inner")
+                h = inner(inner(h))
+            tower = K.Model(i, K.layers.GlobalMaxPooling1D()(h), name="tower")
+        a = K.Input((5, 3), name="a")
+        b = K.Input((5, 3), name="b")
+        ta, tb = tower(a), tower(b)
+        return K.Model([a, b], [K.layers.subtract([ta, tb]), tb])
+
+    check_parity(build, [rand(2, 5, 3, seed=1), rand(2, 5, 3, seed=2)], api=api)
+
+
 def softmax_masks(shape: tuple, dtype: str) -> np.ndarray:
     """Random keep/drop mask with one fully masked row and one fully kept row."""
     keep = np.random.default_rng(5).random(shape) > 0.4

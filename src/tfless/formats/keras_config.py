@@ -289,11 +289,23 @@ class GraphBuilder:
             config["call_args"] = call.args
             config["call_kwargs"] = call.kwargs
         weights = self._weights(spec, cls, config, names, saved)
-        node_name = label if call_index == 0 else f"{label}#{call_index}"
+        node_name = self._node_name(label, call_index)
         n_out = spec.num_outputs(config) if spec else 1
         outs = [node_name if n_out == 1 else f"{node_name}:{i}" for i in range(n_out)]
         self.nodes.append(Node(node_name, cls, config, weights, list(inputs), outs, label))
         return outs
+
+    def _node_name(self, label: str, call_index: int) -> str:
+        """A graph-unique node name. A nested model called several times (a siamese tower)
+        inlines its layers once per call with the same labels and call indexes; later
+        copies get an `@N` suffix so their outputs stay distinct tensors."""
+        name = label if call_index == 0 else f"{label}#{call_index}"
+        unique, n = name, 1
+        while unique in self.used_names:
+            n += 1
+            unique = f"{name}@{n}"
+        self.used_names.add(unique)
+        return unique
 
     def _time_distributed_model(self, layer: dict, wrapped: dict, names: tuple[str, ...],
                                 saved: tuple[str, ...], call_index: int, inputs: list[str]
@@ -301,7 +313,7 @@ class GraphBuilder:
         """TimeDistributed around a nested model: fold time into the batch, inline the
         model (its weights live under the wrapper's `layer`), unfold the result."""
         label = "/".join(names)
-        node_name = label if call_index == 0 else f"{label}#{call_index}"
+        node_name = self._node_name(label, call_index)
         config: dict[str, Any] = {"name": names[-1]}
         if self.major < 3:
             config["keras_major"] = self.major

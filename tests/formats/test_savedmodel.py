@@ -116,20 +116,21 @@ def test_multi_input_multi_output_with_shared_layer(tmp_path: Path) -> None:
 
 
 def _two_level_nesting(K: Any) -> Any:
-    """A nested model inside a nested model, and a TimeDistributed wrapper holding its
-    layer's weights (a nested model called twice is left out: tfless's graph builder
-    mis-wires that in every format, not only here)."""
+    """A nested model inside a nested model, called on two inputs (a siamese tower), and
+    a TimeDistributed wrapper holding its layer's weights."""
     inner = K.Sequential([K.layers.Dense(4, activation="relu", input_shape=(4,)),
                           K.layers.BatchNormalization()], name="inner")
     tower_in = K.Input((5, 3))
     h = K.layers.TimeDistributed(K.layers.Dense(4))(tower_in)
     tower = K.Model(tower_in, inner(K.layers.GlobalMaxPooling1D()(h)), name="tower")
     a = K.Input((5, 3), name="left")
-    return K.Model(a, K.layers.Dense(1, name="same")(tower(a)))
+    b = K.Input((5, 3), name="right")
+    merged = K.layers.subtract([tower(a), tower(b)])
+    return K.Model([a, b], K.layers.Dense(1, name="same")(merged))
 
 
 def test_two_level_nested_model(tmp_path: Path) -> None:
-    saved_parity(_two_level_nesting, rand(2, 5, 3), tmp_path)
+    saved_parity(_two_level_nesting, [rand(2, 5, 3), rand(2, 5, 3, seed=2)], tmp_path)
 
 
 # ----- broken, hostile and foreign SavedModels -------------------------------------------

@@ -36,6 +36,8 @@ TF_CASES = [
     ("stack", lambda tf, a, b: tf.stack([a, b], axis=1)),
     ("reduce_sum", lambda tf, a, b: tf.reduce_sum(a, axis=1)),
     ("reduce_mean_keepdims", lambda tf, a, b: tf.reduce_mean(a, axis=[1, 2], keepdims=True)),
+    ("reduce_mean_int_negative", lambda tf, a, b: tf.cast(tf.reduce_mean(
+        tf.cast(a * 20.0 - 7.0, tf.int32), axis=1), tf.float32)),
     ("reduce_max", lambda tf, a, b: tf.reduce_max(a, -1)),
     ("reduce_min_all", lambda tf, a, b: tf.reduce_min(a) + b),
     ("reduce_prod", lambda tf, a, b: tf.reduce_prod(a + 1.0, axis=-1, keepdims=True)),

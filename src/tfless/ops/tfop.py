@@ -144,10 +144,10 @@ def _reduce(fn: Callable[..., np.ndarray]) -> Kernel:
 
 
 def _reduce_mean(x: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:
-    if x.dtype.kind in "iu":  # TF averages integers with integer division
+    if x.dtype.kind in "iu":  # TF averages integers with C integer division (toward zero)
         total = np.sum(x, axis=axis, keepdims=keepdims)
         count = x.size // max(total.size, 1)
-        return (total // count).astype(x.dtype)
+        return (np.sign(total) * (np.abs(total) // count)).astype(x.dtype)
     return np.mean(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
 
 

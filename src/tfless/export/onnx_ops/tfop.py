@@ -275,13 +275,12 @@ def _reduce_on(c: Ctx, x: Sym, kind: str, axis: Any, keep: bool, tf_mean: bool =
     if kind == "mean" and x.dtype.kind in "iub":
         if not tf_mean:  # Keras 3 averages integers in float32
             x = c.cast(x, np.float32)
-        else:  # TensorFlow: integer sum, floor-divided by the count
+        else:  # TensorFlow: integer sum divided by the count, truncating like ONNX's Div
             total = Sym(c.b.reduce("ReduceSum", x.name, axes, keep), x.dtype)
             sizes = c.b.op("Gather", [c.b.op("Shape", [x.name]), c.b.i64(list(axes))], axis=0)
             count = c.cast(Sym(c.b.reduce("ReduceProd", sizes, [0], keepdims=False), np.int64),
                            x.dtype)
-            out = _floordiv(c, total, count)
-            return Sym(out.name, x.dtype, out_rank)
+            return Sym(c.b.op("Div", [total.name, count.name]), x.dtype, out_rank)
     op_type = {"sum": "ReduceSum", "mean": "ReduceMean", "max": "ReduceMax", "min": "ReduceMin",
                "prod": "ReduceProd"}[kind]
     return Sym(c.b.reduce(op_type, x.name, axes, keep), x.dtype, out_rank)

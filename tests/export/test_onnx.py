@@ -798,6 +798,8 @@ K3_OP_CASES = [
      + ops.cast(ops.equal(a, b), "float32")),
     ("max_min_clip", lambda ops, a, b: ops.maximum(a, 0.1) + ops.minimum(a, b) + ops.clip(b, -0.4, 0.3)),
     ("einsum", lambda ops, a, b: ops.einsum("bij,bkj->bik", a, b)),
+    ("any_all", lambda ops, a, b: ops.cast(ops.any(a > 0.5, axis=-1), "float32")
+     + ops.cast(ops.all(b < 0.5, axis=1, keepdims=True), "float32")[:, 0, :4]),
 ]
 
 
@@ -821,6 +823,17 @@ def test_keras3_mask_computation_node(tmp_path: Path) -> None:
 
     ids = np.array([[1, 2, 0, 0, 3], [4, 0, 5, 6, 0]], dtype="int32")
     export_and_compare(build, ids, tmp_path)
+
+
+def test_keras3_masking_layer_into_lstm(tmp_path: Path) -> None:
+    """Keras 3 records a Masking layer's mask as NotEqual + Any op nodes."""
+    def build(K):
+        x = K.Input((5, 3))
+        return K.Model(x, K.layers.LSTM(4)(K.layers.Masking(0.0)(x)))
+
+    x = rand(2, 5, 3)
+    x[0, 3:] = 0.0
+    export_and_compare(build, x, tmp_path)
 
 
 def test_tf_op_without_converter_fails_naming_the_layer(tmp_path: Path,

@@ -171,6 +171,20 @@ def test_nested_model_called_twice(api: str, tower_kind: str) -> None:
     check_parity(build, [rand(2, 5, 3, seed=1), rand(2, 5, 3, seed=2)], api=api)
 
 
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_masking_layer_into_lstm(api: str) -> None:
+    """Keras 3 saves the Masking layer's mask as NotEqual + Any op nodes; tf_keras
+    propagates it implicitly. Both must skip the padded steps."""
+    def build(K):
+        x = K.Input((5, 3))
+        return K.Model(x, K.layers.LSTM(4)(K.layers.Masking(0.0)(x)))
+
+    x = rand(3, 5, 3)
+    x[0, 3:] = 0.0
+    x[1, :2] = 0.0
+    check_parity(build, x, api=api)
+
+
 def softmax_masks(shape: tuple, dtype: str) -> np.ndarray:
     """Random keep/drop mask with one fully masked row and one fully kept row."""
     keep = np.random.default_rng(5).random(shape) > 0.4

@@ -530,6 +530,9 @@ KERAS_OPS: dict[str, Callable[[dict], Kernel]] = {
     "Max": _k3_reduce(np.max),
     "Min": _k3_reduce(np.min),
     "Prod": _k3_reduce(np.prod),
+    # Keras 3's Masking layer records its mask as NotEqual followed by Any over features
+    "Any": _k3_reduce(np.any),
+    "All": _k3_reduce(np.all),
     "Reshape": _k3_reshape,
     "GetItem": _k3_get_item,
     "Concatenate": _k3_concatenate,

@@ -281,6 +281,10 @@ def _reduce_on(c: Ctx, x: Sym, kind: str, axis: Any, keep: bool, tf_mean: bool =
             count = c.cast(Sym(c.b.reduce("ReduceProd", sizes, [0], keepdims=False), np.int64),
                            x.dtype)
             return Sym(c.b.op("Div", [total.name, count.name]), x.dtype, out_rank)
+    if kind in ("any", "all"):  # ONNX reduces numbers only: max/min over 0/1 as int32
+        ints = c.cast(x, np.int32)
+        red = c.b.reduce("ReduceMax" if kind == "any" else "ReduceMin", ints.name, axes, keep)
+        return c.cast(Sym(red, np.dtype(np.int32), out_rank), bool)
     op_type = {"sum": "ReduceSum", "mean": "ReduceMean", "max": "ReduceMax", "min": "ReduceMin",
                "prod": "ReduceProd"}[kind]
     return Sym(c.b.reduce(op_type, x.name, axes, keep), x.dtype, out_rank)
@@ -581,6 +585,7 @@ KERAS_OPS: dict[str, Maker] = {
     "Softmax": lambda config: (lambda c, x: _softmax_on(c, c.tensor(x), config.get("axis", -1))),
     "Sum": _k3_reduce("sum"), "Mean": _k3_reduce("mean"), "Max": _k3_reduce("max"),
     "Min": _k3_reduce("min"), "Prod": _k3_reduce("prod"),
+    "Any": _k3_reduce("any"), "All": _k3_reduce("all"),
     "Reshape": lambda config: (lambda c, x: _reshape(c, x, config.get("newshape",
                                                                       config.get("shape")))),
     "GetItem": lambda config: (lambda c, x, key: _getitem(c, x, key)),

@@ -305,17 +305,19 @@ def emit_masking(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
         raise _unsupported(node, f"input shape {shape} (only (timesteps, features))")
     steps, n = shape
     value = c_float(node.config.get("mask_value", 0.0))
+    # Keras 1/2 files carry the mask implicitly (my0); Keras 3 files compute it as
+    # separate NotEqual + Any tensors
+    implicit = "keras_major" in node.config
     body = (
         f"    for (int t = 0; t < {steps}; ++t) {{\n"
         f"        const float* xt = x0 + (size_t)t * {n};\n"
         f"        unsigned char keep = 0;\n"
         f"        for (int i = 0; i < {n}; ++i) keep |= xt[i] != {value};\n"
-        f"        my0[t] = keep;\n"
+        + ("        my0[t] = keep;\n" if implicit else "") +
         f"        for (int i = 0; i < {n}; ++i) y0[(size_t)t * {n} + i] = xt[i] * (float)keep;\n"
         f"    }}\n"
     )
-    return Emitted([shape], body, f"Masking (mask_value {value})",
-                   "new" if "keras_major" in node.config else "")
+    return Emitted([shape], body, f"Masking (mask_value {value})", "new" if implicit else "")
 
 
 # ----- activation layers --------------------------------------------------------------
@@ -1026,6 +1028,22 @@ def emit_not_equal(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
         raise _unsupported(node, "NotEqual other than between a tensor and a number")
     return _elementwise(ins[0], f"(x != {c_float(consts[0])} ? 1.0f : 0.0f)",
                         f"NotEqual {consts[0]}")
+
+
+@emits("keras.ops.Any")
+def emit_any(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
+    """any(x != 0) over the last axis, as Keras 3 files spell a Masking layer's mask."""
+    (shape,) = ins
+    axis = node.config.get("axis")
+    if len(shape) < 1 or axis not in (-1, len(shape)) or node.config.get("keepdims"):
+        raise _unsupported(node, f"Any over axis {axis!r} (only the last axis, keepdims=False)")
+    rows, n = size_of(shape[:-1]), shape[-1]
+    body = (f"    for (int i = 0; i < {rows}; ++i) {{\n"
+            f"        float hit = 0.0f;\n"
+            f"        for (int j = 0; j < {n}; ++j) if (x0[i * {n} + j] != 0.0f) hit = 1.0f;\n"
+            f"        y0[i] = hit;\n"
+            f"    }}\n")
+    return Emitted([tuple(shape[:-1])], body, "Any over the last axis")
 
 
 def rnn_body(node: Node, shape: Shape, ctx: Context, x: str = "x0",

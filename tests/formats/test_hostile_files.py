@@ -201,7 +201,7 @@ def test_unknown_layer_lists_supported(tmp_path: Path) -> None:
         cfg = json.loads(f.attrs["model_config"])
         cfg["config"]["layers"][1]["class_name"] = "FancyDense"
         f.attrs["model_config"] = json.dumps(cfg)
-    with pytest.raises(tfless.UnsupportedLayer, match="FancyDense.*Supported layer types: .*Dense"):
+    with pytest.raises(tfless.UnsupportedLayer, match="FancyDense.*Supported Keras layers: .*Dense"):
         tfless.load(path)
 
 

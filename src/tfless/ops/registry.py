@@ -90,9 +90,16 @@ def get_op(name: str, layer: str = "") -> OpSpec:
         return REGISTRY[name]
     except KeyError:
         where = f"layer '{layer}' " if layer else ""
+        family = name.rsplit(".", 1)[0] + "." if "." in name else ""
+        if family:  # a keras.ops call or a TFLite operator: list its own family
+            known = sorted(n[len(family):] for n in REGISTRY if n.startswith(family))
+            listing = f"Supported {family[:-1]} operations: {', '.join(known)}"
+        else:  # Keras layer classes; internal ops (TimeDistributedFold, ...) are not listed
+            internal = {"TimeDistributedFold", "TimeDistributedUnfold"}
+            known = sorted(n for n in REGISTRY if "." not in n and n not in internal)
+            listing = f"Supported Keras layers: {', '.join(known)}"
         raise UnsupportedLayer(
-            f"{where}has type '{name}', which tfless does not support. "
-            f"Supported layer types: {', '.join(sorted(REGISTRY))}"
+            f"{where}has type '{name}', which tfless does not support. {listing}"
         ) from None
 
 

@@ -21,3 +21,9 @@ def test_without_glibc_nothing_happens(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory, "_applied", False)
     monkeypatch.setattr(memory.sys, "platform", "darwin")
     assert memory.keep_freed_memory() is False
+
+
+def test_environment_turns_the_tuning_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "_applied", False)
+    monkeypatch.setenv("TFLESS_MALLOC_TUNING", "0")
+    assert memory.keep_freed_memory() is False

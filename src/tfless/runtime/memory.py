@@ -7,13 +7,15 @@ zero-fill traffic costs up to as much as the arithmetic (measured 1.2-1.7x on Mo
 EfficientNetB0 at batch 32). Fixing the mmap threshold at its maximum (32 MB) and raising
 the trim threshold keeps freed buffers in the process, where the next call reuses them.
 The process's resident memory then stays at its high-water mark instead of shrinking
-after a large batch. Applied once per process when the first plan is built.
+after a large batch. Applied once per process when the first plan is built, unless the
+environment sets TFLESS_MALLOC_TUNING=0 (for hosts that must give memory back after peaks).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
@@ -28,7 +30,7 @@ def keep_freed_memory() -> bool:
     global _applied
     if _applied:
         return True
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get("TFLESS_MALLOC_TUNING") == "0":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -191,8 +191,8 @@ def test_dict_inputs_and_outputs(api: str) -> None:
 
 @pytest.mark.parametrize("api", APIS)
 def test_structured_predict_matches_keras(api: str) -> None:
-    """`predict(..., structured=True)` returns Keras's dict / nested lists; plain predict
-    returns the flat list in Keras's flattening order (dict keys sorted)."""
+    """`predict` returns Keras's dict / nested lists; `structured=False` returns the flat
+    list in Keras's flattening order (dict keys sorted)."""
     K = keras_module(api)
     model = _two_headed_tagger(K, api)
     if api == "keras3":
@@ -208,11 +208,11 @@ def test_structured_predict_matches_keras(api: str) -> None:
             path = Path(tmp) / f"model.{fmt}"
             model.save(path)
             loaded = tfless.load(path)
-            got = loaded.predict(x, structured=True)
+            got = loaded.predict(x)
             assert isinstance(got, dict) and list(got) == list(want)
             for key in want:
                 assert_close(got[key], [want[key]], f"{fmt} {key}")
-            flat = loaded.predict(x)
+            flat = loaded.predict(x, structured=False)
             assert_close(flat, [want[key] for key in sorted(want)], f"{fmt} flat")
         if api == "keras3":
             randomize_weights(nested)
@@ -221,7 +221,7 @@ def test_structured_predict_matches_keras(api: str) -> None:
             for fmt in ("keras", "h5"):
                 path = Path(tmp) / f"nested.{fmt}"
                 nested.save(path)
-                got = tfless.load(path).predict(xn, structured=True)
+                got = tfless.load(path).predict(xn)
                 assert [len(g) for g in got] == [2, 1]
                 for g, w in zip(got, want_n):
                     assert_close(list(g), [np.asarray(v) for v in w], f"nested {fmt}")

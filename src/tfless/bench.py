@@ -140,7 +140,7 @@ class Runner:
         import tfless
 
         model = tfless.load(spec["path"])
-        self.call = lambda xs: model.predict(xs if len(xs) > 1 else xs[0])
+        self.call = lambda xs: model.predict(xs if len(xs) > 1 else xs[0], structured=False)
 
     def _load_tf(self, spec: dict) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

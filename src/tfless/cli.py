@@ -126,7 +126,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     model = _load(args)
     x = read_inputs(args.input, model)
-    y = model.predict(x, batch_size=args.batch_size)
+    y = model.predict(x, batch_size=args.batch_size, structured=False)
     if args.top:
         print(format_top(y if not isinstance(y, list) else y[0], args.top))
         if not args.output:

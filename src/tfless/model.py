@@ -168,11 +168,13 @@ class Model:
         # NaN/inf flow through as in Keras: no per-call scan of the input
         return np.ascontiguousarray(arr, dtype=dtype)
 
-    def predict(self, x: Any, batch_size: int | None = None, structured: bool = False) -> Any:
+    def predict(self, x: Any, batch_size: int | None = None, structured: bool = True) -> Any:
         """Outputs for `x` (array, list of arrays, or dict by input name or by the model's
-        input keys): one array for a single-output model, else a flat list in Keras's
-        flattening order (`outputs`). With `structured=True`, a model whose outputs were
-        given as a dict or nested lists returns that structure, as Keras's predict does."""
+        input keys), in the structure Keras's predict returns: one array for a
+        single-output model, a list for a list of outputs, and the dict or nested lists a
+        model's outputs were given as. `structured=False` always gives one array or a flat
+        list in Keras's flattening order (`outputs`), which is what tools iterating over
+        outputs want."""
         arrays = self._arrange(x)
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")

@@ -72,6 +72,15 @@ def _keras_loader(version: str) -> Any:
         ) from exc
 
 
+def _flatten(value: Any) -> list[Any]:
+    """Keras's output structure flattened in its own order (dict keys sorted)."""
+    if isinstance(value, dict):
+        return [leaf for key in sorted(value) for leaf in _flatten(value[key])]
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in _flatten(item)]
+    return [value]
+
+
 def verify(path: str, n: int = 4, weights: str | None = None) -> list[OutputReport]:
     model = load(path, weights=weights)
     version = str(model.meta.get("keras_version", ""))
@@ -80,8 +89,8 @@ def verify(path: str, n: int = 4, weights: str | None = None) -> list[OutputRepo
     reference = _keras_loader(version)(path)
     xs = sample_inputs(model, n)
     want = reference.predict(xs if len(xs) > 1 else xs[0], verbose=0)
-    got = model.predict(xs)
-    want_list = [np.asarray(w) for w in (want if isinstance(want, list) else [want])]
+    got = model.predict(xs, structured=False)
+    want_list = [np.asarray(w) for w in _flatten(want)]
     got_list = got if isinstance(got, list) else [got]
     reports = []
     for spec, g, w in zip(model.outputs, got_list, want_list):

@@ -1394,7 +1394,7 @@ def generate(model: Any, n_test: int = 2) -> CSource:
     out_shapes = [shapes[t] for t in graph.output_ids]
     buffers = {t: s for t, s in shapes.items()}
     model_c = _model_c(graph, ctx, functions, calls, buffers, mask_buffers, in_shapes, out_shapes)
-    want = model.predict(test_x)
+    want = model.predict(test_x, structured=False)
     want = want if isinstance(want, list) else [want]
     files = {
         "model.h": _model_h(graph, in_shapes, out_shapes),

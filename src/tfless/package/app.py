@@ -61,7 +61,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tfless.cli import read_inputs, write_outputs
 
     model, _ = _load()
-    y = model.predict(read_inputs(args.input, model), batch_size=args.batch_size)
+    y = model.predict(read_inputs(args.input, model), batch_size=args.batch_size,
+                      structured=False)
     write_outputs(y, [s.name for s in model.outputs], args.output)
     return 0
 

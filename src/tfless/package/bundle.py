@@ -70,7 +70,7 @@ def save_bundle(model: Any, directory: str | Path, source: str | Path | None = N
     from ..export.c import test_inputs
 
     x = test_inputs(model, 2, seed)
-    y = model.predict(x)
+    y = model.predict(x, structured=False)
     y = y if isinstance(y, list) else [y]
     np.savez(out / TEST_VECTOR, **{f"x{i}": a for i, a in enumerate(x)},
              **{f"y{i}": a for i, a in enumerate(y)})
@@ -109,7 +109,7 @@ def check_test_vector(model: Any, directory: str | Path) -> float:
     with np.load(Path(directory) / TEST_VECTOR, allow_pickle=False) as z:
         xs = [z[f"x{i}"] for i in range(len(model.inputs))]
         want = [z[f"y{i}"] for i in range(len(model.outputs))]
-    got = model.predict(xs if len(xs) > 1 else xs[0])
+    got = model.predict(xs if len(xs) > 1 else xs[0], structured=False)
     got = got if isinstance(got, list) else [got]
     worst = 0.0
     for k, (g, w) in enumerate(zip(got, want)):

@@ -72,7 +72,7 @@ class Servable:
         )
 
     def predict(self, arrays: list[np.ndarray], batch_size: int | None = None) -> list[np.ndarray]:
-        y = self.model.predict(arrays, batch_size=batch_size)
+        y = self.model.predict(arrays, batch_size=batch_size, structured=False)
         return [np.ascontiguousarray(a) for a in (y if isinstance(y, list) else [y])]
 
     async def infer(self, arrays: list[np.ndarray], timeout: float) -> list[np.ndarray]:
@@ -110,7 +110,7 @@ def warm_up(model: Any, batch: int = 1) -> None:
     """One prediction on zeros, so a model that loads but cannot run never serves."""
     arrays = [np.zeros((batch, *(1 if d is None else d for d in spec.shape[1:])), spec_dtype(spec))
               for spec in model.inputs]
-    model.predict(arrays)
+    model.predict(arrays, structured=False)
 
 
 def _load_error_code(exc: BaseException) -> str:

@@ -102,8 +102,10 @@ class Model:
             shape = ", ".join(str(shapes.get(t, "?")) for t in node.outputs)
             rows.append((f"{node.name} ({node.op})", shape, f"{node.param_count():,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        version = self.meta.get("keras_version")
+        written = f", Keras {version}" if version else ""
         lines = [f"Model: {Path(str(self.meta.get('source', ''))).name} "
-                 f"(format {self.meta.get('format')}, Keras {self.meta.get('keras_version')})"]
+                 f"(format {self.meta.get('format')}{written})"]
         line = "-" * (sum(widths) + 4)
         for i, r in enumerate(rows):
             lines.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,30 @@ def check_parity(
             loaded = tfless.load(path, weights=weights, **(load_kwargs or {}))
             assert_close(loaded.predict(inputs, structured=False), want,
                          f"{label or model.name} [{api} {fmt}]", atol, rtol)
+        if "onnxruntime" in os.environ.get("TFLESS_PARITY_BACKENDS", "numpy,onnxruntime"):
+            check_onnxruntime(saved, inputs, want, f"{label or model.name} [{api}",
+                              max(atol, ATOL), max(rtol, RTOL), load_kwargs)
     return want
+
+
+def check_onnxruntime(saved: dict, inputs: Any, want: list[np.ndarray], label: str,
+                      atol: float, rtol: float, load_kwargs: dict | None) -> None:
+    """The parity check through backend="onnxruntime" (export + ONNX Runtime), from the
+    first format saved, at the standard tolerances (the NumPy runtime's bit-exact checks
+    do not bind another engine's kernels). An op the exporter refuses with a clear
+    TflessError before writing anything is reported as a warning, not failed: the
+    exporter's contract is "exact or a clear refusal"; a wrong answer always fails."""
+    fmt, (path, weights) = next(iter(saved.items()))
+    try:
+        loaded = tfless.load(path, weights=weights, backend="onnxruntime", **(load_kwargs or {}))
+    except tfless.TflessError as exc:
+        warnings.warn(f"ONNX export refused {label} {fmt}]: {exc}", stacklevel=2)
+        return
+    # float32 rounding in another engine's kernel order scales with the data: allow a few
+    # ulps of the output scale (bilinear resize of values ~1e3 cancels to ~1e-2 outputs)
+    scale = max((float(np.abs(w).max(initial=0)) for w in want), default=0.0)
+    assert_close(loaded.predict(inputs, structured=False), want,
+                 f"{label} {fmt} onnxruntime]", max(atol, 2e-6 * scale), rtol)
 
 
 def rand(*shape: int, seed: int = 1, low: float = -1.0, high: float = 1.0) -> np.ndarray:

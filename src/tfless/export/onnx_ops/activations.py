@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import UnsupportedLayer
 from ...graph import Node
-from ...ops.activations import activation_name
+from ...ops.activations import LARGE_NEGATIVE, _softmax_call, activation_name
 from ..onnx import OnnxBuilder, converter
 
 Emit = Callable[[OnnxBuilder, str], str]
@@ -162,13 +162,38 @@ def convert_thresholded_relu(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
 
 @converter("Softmax", uses_mask=True)
 def convert_softmax(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
-    axis = node.config.get("axis", -1)
-    axis = tuple(axis) if isinstance(axis, list) else axis
-    x = xs[0]
-    mask = b.in_masks(node)[0]
+    """Keras's Softmax layer, masked as `ops.activations.masked_softmax` does: Keras 3 (and
+    tf_keras `robust_masking`) replace masked scores by -1e9, Keras 3 then zeroes masked
+    outputs; tf_keras adds (1 - mask) * -1e9. Several axes use exp(x - logsumexp(x))."""
+    cfg = node.config
+    axis = cfg.get("axis", -1)
+    axes = tuple(int(a) for a in axis) if isinstance(axis, (list, tuple)) else (int(axis),)
+    keras3 = int(cfg.get("keras_major", 3)) >= 3
+    robust = bool(cfg.get("robust_masking", False))
+    pos, explicit = _softmax_call(cfg)
+    x = xs[pos]
+    if explicit is not None:
+        mask, is_bool = xs[explicit], b.dtype(node.inputs[explicit]) == np.bool_
+    else:
+        mask, is_bool = b.in_masks(node)[pos], True
+    keep = None
     if mask is not None:
-        x = b.op("Add", [x, b.op("Where", [mask, b.f32(0), b.f32(-1e9)])])
-    return softmax(b, x, axis)
+        if keras3 or robust:
+            keep = mask if is_bool else b.op("Greater", [mask, b.f32(0.5)])
+            x = b.op("Where", [keep, x, b.f32(LARGE_NEGATIVE)])
+        else:
+            as_float = b.cast(mask, np.float32)
+            x = b.op("Add", [x, b.op("Mul", [b.op("Sub", [b.f32(1), as_float]),
+                                             b.f32(LARGE_NEGATIVE)])])
+    if len(axes) == 1:
+        out = b.op("Softmax", [x], axis=axes[0])
+    else:
+        peak = b.reduce("ReduceMax", x, axes)
+        total = b.reduce("ReduceSum", b.op("Exp", [b.op("Sub", [x, peak])]), axes)
+        out = b.op("Exp", [b.op("Sub", [x, b.op("Add", [peak, b.op("Log", [total])])])])
+    if keep is not None and keras3:
+        out = b.op("Where", [keep, out, b.f32(0)])
+    return out
 
 
 @converter("PReLU")

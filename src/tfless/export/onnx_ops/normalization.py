@@ -73,8 +73,20 @@ def convert_batch_normalization(b: OnnxBuilder, node: Node, xs: list[str]) -> st
     shift = -mean * inv
     if "beta" in w:
         shift = shift + _virtual_batch_param(w["beta"], c)
-    axes = _axes(node, len(b.in_shape(node)), axis)
+    rank = len(b.in_shape(node))
+    axes = _axes(node, rank, axis)
     x = _float(b, node, xs[0])
+    # tf_keras runs 4D/5D inputs normalized on axis 1 or the last one through its fused
+    # kernel, which subtracts the mean first (as ops.normalization does)
+    fused = (c.get("keras_major") == 2 and c.get("fused") is not False and not c.get("renorm")
+             and not c.get("virtual_batch_size") and rank in (4, 5) and len(axes) == 1
+             and axes[0] in (1, rank - 1))
+    if fused:
+        offset = _virtual_batch_param(w["beta"], c) if "beta" in w else np.zeros_like(mean)
+        centered = b.op("Sub", [x, _param(b, node, "mean", mean.astype(F32), axes)])
+        y = b.op("Mul", [centered, _param(b, node, "scale", inv.astype(F32), axes)])
+        return b.op("Add", [y, _param(b, node, "offset", offset.astype(F32), axes)],
+                    name=node.name)
     y = b.op("Mul", [x, _param(b, node, "scale", inv, axes)], name=node.name)
     return b.op("Add", [y, _param(b, node, "shift", shift, axes)], name=node.name)
 

@@ -119,6 +119,33 @@ def test_path_traversal_member_is_refused(small_model: dict[str, Path], tmp_path
     assert not (tmp_path.parent / "etc").exists()
 
 
+
+def test_compressed_and_stored_weights_read_alike(small_model: dict[str, Path], tmp_path: Path) -> None:
+    # Keras stores model.weights.h5 uncompressed (read in place); zip tools may deflate it
+    deflated = tmp_path / "deflated.keras"
+    _keras_zip(deflated, small_model["keras"], {}, compress=True)
+    with zipfile.ZipFile(deflated) as z:
+        assert z.getinfo("model.weights.h5").compress_type == zipfile.ZIP_DEFLATED
+    x = np.random.default_rng(1).random((3, 4), dtype=np.float32)
+    np.testing.assert_array_equal(tfless.load(deflated).predict(x),
+                                  tfless.load(small_model["keras"]).predict(x))
+
+
+def test_damaged_weight_bytes_are_detected(small_model: dict[str, Path], tmp_path: Path) -> None:
+    # HDF5 keeps no checksum of raw data: a flipped byte in a kernel must not give wrong answers
+    import keras
+
+    model = keras.models.load_model(small_model["keras"])
+    kernel = model.layers[-1].get_weights()[0].astype(np.float32).tobytes()
+    data = bytearray(small_model["keras"].read_bytes())
+    at = data.find(kernel)
+    assert at > 0, "kernel bytes not found stored in the archive"
+    data[at + 5] ^= 0xFF
+    bad = tmp_path / "damaged.keras"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(tfless.ModelFormatError, match="damaged.keras.*CRC"):
+        tfless.load(bad)
+
 def _h5_with_kernel(path: Path, shape: tuple[int, ...], write: bool) -> None:
     config = {
         "class_name": "Sequential",

@@ -381,3 +381,26 @@ def test_depthwise_kernel_matches_direct_sum(rank: int) -> None:
             full[..., c, c * mult:(c + 1) * mult] = kernel[..., c, :]
         z = _direct_conv(x, geo, full) + bias
         np.testing.assert_allclose(got, z / (1 + np.exp(-z)), rtol=1e-5, atol=1e-5)
+
+
+INPLACE = ["linear", "relu", "relu6", "sigmoid", "swish", "silu", "tanh"]
+
+
+@pytest.mark.parametrize("name", INPLACE)
+def test_inplace_epilogue_activations_match_float64(name: str) -> None:
+    # the in-place forms (tanh-based sigmoid/swish, clip-based relu) over the whole float32
+    # range a conv output takes, including values where exp(-x) overflows, NaN kept
+    from tfless.ops import convolutional as conv
+
+    z = np.concatenate([np.linspace(-120, 120, 20001), [-1e30, 1e30, 0.0]]).astype(np.float32)
+    z64 = z.astype(np.float64)
+    with np.errstate(over="ignore"):
+        sig = 1 / (1 + np.exp(-z64))
+    want = {"linear": z64, "relu": np.maximum(z64, 0), "relu6": np.clip(z64, 0, 6),
+            "sigmoid": sig, "swish": z64 * sig, "silu": z64 * sig, "tanh": np.tanh(z64)}[name]
+    bias = np.zeros(z.size, np.float32)
+    with np.errstate(all="raise"):
+        got = conv.epilogue(z.copy().reshape(1, -1), bias, conv.INPLACE_ACTIVATIONS[name])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert sorted(conv.INPLACE_ACTIVATIONS) == sorted(INPLACE)
+    assert np.isnan(conv.INPLACE_ACTIVATIONS[name](np.array([np.nan], np.float32))).all()

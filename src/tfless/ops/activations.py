@@ -20,6 +20,17 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
 
 
+POS_INF = F32(np.inf)
+
+
+def relu_plain(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """max(x, 0), NaN kept. For float32, np.clip's loop is 2-3x faster than np.maximum's
+    (NumPy 2.x on AVX-512) and gives the same bits."""
+    if x.dtype == F32:
+        return np.clip(x, F32(0), POS_INF, out=out)
+    return np.maximum(x, F32(0), out=out)
+
+
 def softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(F32(0), x).astype(x.dtype, copy=False)
 
@@ -30,7 +41,7 @@ def relu(
 ) -> np.ndarray:
     """Keras's generalized relu (ReLU layer / activations.relu) with its exact branch order."""
     if negative_slope == 0.0 and max_value is None and threshold == 0.0:
-        return np.maximum(x, F32(0))
+        return relu_plain(x)
     if negative_slope != 0.0 and max_value is None and threshold == 0.0:
         return np.where(x >= 0, x, x * F32(negative_slope))
     negative_part = np.maximum(F32(threshold) - x, F32(0))

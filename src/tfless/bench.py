@@ -591,7 +591,8 @@ def _footprint_table() -> list[str]:
     tf = footprint("tensorflow")
     mb = lambda f: f"{f[0] / 2**20:.0f}" if f else "n/a"
     count = lambda f: str(len(f[1])) if f else "n/a"
-    rows = [["tfless core (numpy, h5py)", mb(core), count(core),
+    others = lambda f: ", ".join(d for d in f[1] if d != "tfless") if f else "n/a"
+    rows = [[f"tfless core ({others(core)})", mb(core), count(core),
              _ratio(core and core[0], tf and tf[0]), _check(_ratio(core and core[0], tf and tf[0]), 0.1)],
             ["tfless default install (+ serving stack)", mb(full), count(full),
              _ratio(full and full[0], tf and tf[0]), _check(_ratio(full and full[0], tf and tf[0]), 0.1)],

@@ -85,6 +85,8 @@ def write_outputs(outputs: Any, names: list[str], out: str | None) -> None:
         sys.stdout.write(json.dumps({"outputs": payload}) + "\n")
         return
     p = Path(out)
+    if not p.parent.is_dir():
+        raise InputError(f"{out}: cannot write outputs: no directory {str(p.parent)!r}")
     suffix = p.suffix.lower()
     tmp = p.with_name(p.name + ".partial")
     if suffix == ".npy":

@@ -72,6 +72,8 @@ def server_options_from_args(args: argparse.Namespace, **fields: Any) -> ServeOp
             raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.request_timeout <= 0:
         raise InputError("--request-timeout must be > 0")
+    if args.port > 65535:
+        raise InputError(f"--port must be at most 65535, got {args.port}")
     return ServeOptions(
         host=args.host, port=args.port, max_batch_size=args.max_batch_size,
         batch_timeout_micros=args.batch_timeout_micros, num_batch_threads=args.num_batch_threads,

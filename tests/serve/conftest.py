@@ -33,6 +33,7 @@ class Models:
     mlp_c: Path  # same layout, other weights (a third version)
     multi: Path  # x (4,) float, ids (3,) int32 -> probs (2,), score (1,), emb (3, 2)
     half_plus_two: Path  # x (1,) -> 0.5 * x + 2, the TF Serving docs' example
+    conv1d: Path  # seq (None, 4): a 'valid' Conv1D of width 3 needs length >= 3 -> (5,)
 
 
 def _mlp(keras, seed: int):
@@ -63,13 +64,21 @@ def _half_plus_two(keras):
     return model
 
 
+def _conv1d(keras):
+    keras.utils.set_random_seed(11)
+    x = keras.Input((None, 4), name="seq")
+    h = keras.layers.Conv1D(5, 3, padding="valid", name="conv")(x)
+    return keras.Model(x, keras.layers.GlobalMaxPooling1D(name="pool")(h))
+
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     import keras
 
     d = tmp_path_factory.mktemp("serve-models")
     built = {"mlp": _mlp(keras, 1), "mlp_b": _mlp(keras, 2), "mlp_c": _mlp(keras, 3),
-             "multi": _multi(keras), "half_plus_two": _half_plus_two(keras)}
+             "multi": _multi(keras), "half_plus_two": _half_plus_two(keras),
+             "conv1d": _conv1d(keras)}
     paths = {}
     for name, model in built.items():
         paths[name] = d / f"{name}.keras"
@@ -92,15 +101,17 @@ def version_dir(base: Path, version: int, model: Path) -> Path:
 
 
 class Server:
-    """A `tfless serve` subprocess; `url` is http://127.0.0.1:PORT."""
+    """A `tfless serve` subprocess; `url` is http://127.0.0.1:PORT (or http://[::1]:PORT).
+    With host=None no --host is given, so the server binds its default address."""
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(self, args: list[str], log_path: Path, host: str | None = "127.0.0.1") -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        host_args = [] if host is None else ["--host", host]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tfless.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-             *args], stdout=self._log, stderr=subprocess.STDOUT, env=env)
+            [sys.executable, "-m", "tfless.cli", "serve", *host_args, "--port", "0", *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env)
         try:
             self.url = self._wait_for_url()
             self._wait_ready()
@@ -114,7 +125,7 @@ class Server:
     def _wait_for_url(self) -> str:
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
-            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", self.log())
+            m = re.search(r"listening on (http://(?:127\.0\.0\.1|\[::1\]):\d+)", self.log())
             if m:
                 return m.group(1)
             if self.proc.poll() is not None:
@@ -153,8 +164,8 @@ def serve(tmp_path: Path) -> Iterator:
     """Start servers for one test: `serve(args...)` returns a running Server."""
     started: list[Server] = []
 
-    def start(*args: str | Path) -> Server:
-        server = Server([str(a) for a in args], tmp_path / f"server-{len(started)}.log")
+    def start(*args: str | Path, host: str | None = "127.0.0.1") -> Server:
+        server = Server([str(a) for a in args], tmp_path / f"server-{len(started)}.log", host)
         started.append(server)
         return server
 

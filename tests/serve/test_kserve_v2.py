@@ -56,7 +56,12 @@ def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
     assert model["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]},
                                {"name": "ids", "datatype": "INT32", "shape": [-1, 3]}]
     assert [o["name"] for o in model["outputs"]] == ["probs", "score", "emb"]
-    assert client.get_model_config("mlp")["max_batch_size"] == 32
+    config = client.get_model_config("multi")
+    assert config["max_batch_size"] == 32 and "dynamic_batching" in config
+    # Triton's convention: with max_batch_size > 0 the dims leave out the batch axis
+    assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]] == [
+        ("x", "TYPE_FP32", [4]), ("ids", "TYPE_INT32", [3])]
+    assert [t["dims"] for t in config["output"]] == [[2], [1], [3, 2]]
 
 
 def test_infer_with_client_defaults_binary(client: triton.InferenceServerClient,
@@ -140,6 +145,21 @@ def test_raw_binary_request_by_hand(server: Server, models: Models) -> None:
     ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": ["a", "b", "c", "d"]}]},
      b"", "strings"),
     ({"inputs": []}, b"", "non-empty 'inputs'"),
+    ({"inputs": [{"name": "x", "shape": [2**40, 2**40], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+     b"", "do not fill shape [1099511627776, 1099511627776] (1208925819614629174706176 values)"),
+    ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+      "parameters": "binary"}, b"", "the inference request: 'parameters' must be a JSON object"),
+    ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4],
+                  "parameters": [16]}]}, b"", "input 'x': 'parameters' must be a JSON object"),
+    ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+      "outputs": [{"name": "probs", "parameters": "binary"}]}, b"",
+     "output 'probs': 'parameters' must be a JSON object"),
+    ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+      "parameters": {"binary_data_output": "no"}}, b"", "'binary_data_output' must be true or false"),
+    ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+      "parameters": {"timeout": True}}, b"", "'timeout' must be a positive integer"),
+    ({"inputs": [{"name": "x", "shape": [True, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
+     b"", "'shape' must be a list of non-negative integers"),
 ])
 def test_malformed_v2_requests(server: Server, header: dict, extra: bytes, fragment: str) -> None:
     body = orjson.dumps(header)
@@ -147,3 +167,6 @@ def test_malformed_v2_requests(server: Server, header: dict, extra: bytes, fragm
                       headers={"Inference-Header-Content-Length": str(len(body))})
     assert r.status_code == 400, r.text
     assert fragment in r.json()["error"]
+    ok = requests.post(f"{server.url}/v2/models/mlp/infer", timeout=30, json={"inputs": [
+        {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+    assert ok.status_code == 200, ok.text  # still serving

@@ -209,3 +209,33 @@ def test_keep_alive_responses_are_not_delayed(serve, models: Models) -> None:
                           timeout=10).status_code == 200
             times.append(time.perf_counter() - start)
     assert min(times) < 0.02, f"fastest keep-alive request took {min(times) * 1000:.1f} ms"
+
+
+def test_ipv6_loopback(serve, models: Models) -> None:
+    server = serve(models.mlp, host="::1")
+    assert server.url.startswith("http://[::1]:")
+    r = _predict(server.url)
+    assert r.status_code == 200, r.text
+    np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32),
+                                  predict(models.mlp, X))
+
+
+def test_request_above_max_batch_size_runs_in_chunks(serve, models: Models) -> None:
+    """50 rows with --max-batch-size 4: one model call in chunks of 4, same answer over both
+    protocols, and the server keeps merging small requests afterwards."""
+    server = serve(models.mlp, "--max-batch-size", "4", "--no-access-log")
+    x = np.random.default_rng(6).uniform(-1, 1, (50, 4)).astype(np.float32)
+    want = predict(models.mlp, x)
+    r = requests.post(f"{server.url}/v1/models/default:predict", json={"instances": x.tolist()},
+                      timeout=30)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(np.asarray(r.json()["predictions"], np.float32), want,
+                               rtol=1e-5, atol=1e-6)
+    r = requests.post(f"{server.url}/v2/models/default/infer", timeout=30, json={"inputs": [
+        {"name": "x", "shape": [50, 4], "datatype": "FP32", "data": x.ravel().tolist()}]})
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"][0]
+    assert out["shape"] == [50, 3]
+    np.testing.assert_allclose(np.asarray(out["data"], np.float32).reshape(50, 3), want,
+                               rtol=1e-5, atol=1e-6)
+    assert _predict(server.url).status_code == 200

@@ -5,6 +5,7 @@ model metadata, readiness, and infer with JSON tensors or the binary tensor data
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,23 @@ PLATFORM = "tfless"
 
 def _json(payload: Any, status: int = 200) -> Response:
     return Response(dumps(payload), status_code=status, media_type="application/json")
+
+
+def _parameters(owner: dict, where: str) -> dict:
+    """The 'parameters' object of a request, input or output ({} when absent)."""
+    params = owner.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise invalid(f"{where}: 'parameters' must be a JSON object, got {type(params).__name__}")
+    return params
+
+
+def _flag(params: dict, key: str, default: bool, where: str) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise invalid(f"{where}: parameter '{key}' must be true or false, got {value!r}")
+    return value
 
 
 def _version(request: Request) -> int | None:
@@ -75,19 +93,27 @@ async def model_metadata(request: Request) -> Response:
 
 
 async def model_config(request: Request) -> Response:
+    """A Triton-style model configuration. As in Triton, `dims` leave out the batch axis
+    when max_batch_size > 0 (batching on), and are the full shape when it is 0."""
     server = request.app.state.server
     name, version = request.path_params["model"], _version(request)
+    max_batch = server.options.max_batch_size
+
+    def tensor_config(spec: TensorSpec) -> dict[str, Any]:
+        dims = [-1 if d is None else d for d in spec.shape]
+        return {"name": spec.name, "data_type": "TYPE_" + v2_datatype(spec_dtype(spec)),
+                "dims": dims[1:] if max_batch > 0 else dims}
+
     with server.repository.use(name, version) as servable:
-        return _json({
-            "name": name, "platform": PLATFORM, "backend": PLATFORM,
-            "max_batch_size": server.options.max_batch_size,
-            "dynamic_batching": ({"max_queue_delay_microseconds": server.options.batch_timeout_micros}
-                                 if server.options.max_batch_size > 0 else None),
-            "input": [{"name": s.name, "data_type": "TYPE_" + v2_datatype(spec_dtype(s)),
-                       "dims": [-1 if d is None else d for d in s.shape]} for s in servable.inputs],
-            "output": [{"name": s.name, "data_type": "TYPE_" + v2_datatype(spec_dtype(s)),
-                        "dims": [-1 if d is None else d for d in s.shape]} for s in servable.outputs],
-        })
+        config: dict[str, Any] = {
+            "name": name, "platform": PLATFORM, "backend": PLATFORM, "max_batch_size": max_batch,
+            "input": [tensor_config(s) for s in servable.inputs],
+            "output": [tensor_config(s) for s in servable.outputs],
+        }
+        if max_batch > 0:
+            config["dynamic_batching"] = {
+                "max_queue_delay_microseconds": server.options.batch_timeout_micros}
+        return _json(config)
 
 
 async def infer(request: Request) -> Response:
@@ -101,8 +127,12 @@ async def infer(request: Request) -> Response:
         doc, arrays = await convert(len(body), parse_infer_request, body, header_length, servable)
         wanted = requested_outputs(doc, servable)
         timeout = server.options.request_timeout
-        client_timeout = (doc.get("parameters") or {}).get("timeout")
-        if isinstance(client_timeout, int) and client_timeout > 0:
+        client_timeout = _parameters(doc, "the inference request").get("timeout")
+        if client_timeout is not None:
+            if (not isinstance(client_timeout, int) or isinstance(client_timeout, bool)
+                    or client_timeout <= 0):
+                raise invalid("parameter 'timeout' must be a positive integer number of "
+                              f"microseconds, got {client_timeout!r}")
             timeout = min(timeout, client_timeout / 1e6)
         outputs = await servable.infer(arrays, timeout)
         size = sum(o.nbytes for o in outputs) * 3
@@ -138,18 +168,20 @@ def parse_infer_request(body: bytes, header_length: str | None,
         if name in arrays:
             raise invalid(f"input '{name}' is given twice")
         shape = tensor.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
             raise invalid(f"input '{name}': 'shape' must be a list of non-negative integers")
         datatype = tensor.get("datatype")
         expected = v2_datatype(spec_dtype(spec))
         if datatype != expected:
             raise invalid(f"inference input '{name}' data-type is '{datatype}', but {model} "
                           f"expects '{expected}'")
-        count = int(np.prod(shape, dtype=np.int64))
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        count = math.prod(shape)  # Python ints: a huge shape must not wrap around
+        size = _parameters(tensor, f"input '{name}'").get("binary_data_size")
         if size is not None:
             dtype = V2_TO_NUMPY[datatype]
-            if not isinstance(size, int) or size != count * dtype.itemsize:
+            if (not isinstance(size, int) or isinstance(size, bool)
+                    or size != count * dtype.itemsize):
                 raise invalid(f"input '{name}': binary_data_size {size!r} does not match shape "
                               f"{shape} of {datatype} ({count * dtype.itemsize} bytes)")
             if offset + size > len(binary):
@@ -183,8 +215,8 @@ def parse_infer_request(body: bytes, header_length: str | None,
 
 def requested_outputs(doc: dict, servable: Servable) -> list[tuple[int, bool]]:
     """(output index, as binary) for each output to return, in the order asked."""
-    params = doc.get("parameters") or {}
-    binary_default = bool(params.get("binary_data_output", False))
+    params = _parameters(doc, "the inference request")
+    binary_default = _flag(params, "binary_data_output", False, "the inference request")
     names = [s.name for s in servable.outputs]
     asked = doc.get("outputs")
     if asked is None:
@@ -197,10 +229,11 @@ def requested_outputs(doc: dict, servable: Servable) -> list[tuple[int, bool]]:
         if name not in names:
             raise invalid(f"unexpected inference output '{name}' for model '{servable.name}'; "
                           f"its outputs are {names}")
-        out_params = out.get("parameters") or {}
+        out_params = _parameters(out, f"output '{name}'")
         if "classification" in out_params:
             raise invalid(f"output '{name}': the classification extension is not supported")
-        wanted.append((names.index(name), bool(out_params.get("binary_data", binary_default))))
+        wanted.append((names.index(name),
+                       _flag(out_params, "binary_data", binary_default, f"output '{name}'")))
     return wanted
 
 

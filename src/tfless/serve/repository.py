@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFormatError, TflessError, UnsafeModelError, UnsupportedLayer
+from ..errors import InputError, ModelFormatError, TflessError, UnsafeModelError, UnsupportedLayer
 from ..graph import TensorSpec
 from ..model import load
 from .batching import Batcher
@@ -106,11 +106,22 @@ class Servable:
         self.batcher.close(timeout)
 
 
-def warm_up(model: Any, batch: int = 1) -> None:
-    """One prediction on zeros, so a model that loads but cannot run never serves."""
+def warm_up(model: Any, name: str, version: int, batch: int = 1) -> None:
+    """One prediction on zeros, so a model that loads but cannot run never serves.
+
+    A free axis other than the batch (a sequence length, an image size) gets size 1, which
+    the model may rightly refuse (a 'valid' convolution wider than that): such a refusal
+    skips the warm-up instead of failing the version, since real requests bring real sizes."""
+    free = any(d is None for spec in model.inputs for d in spec.shape[1:])
     arrays = [np.zeros((batch, *(1 if d is None else d for d in spec.shape[1:])), spec_dtype(spec))
               for spec in model.inputs]
-    model.predict(arrays, structured=False)
+    try:
+        model.predict(arrays, structured=False)
+    except InputError as exc:
+        if not free:
+            raise
+        log.warning("model '%s' version %d: warm-up skipped, the model refuses size 1 for its "
+                    "free axes: %s", name, version, exc)
 
 
 def _load_error_code(exc: BaseException) -> str:
@@ -252,7 +263,7 @@ class Repository:
             model = (self._models[name] if name in self._models
                      else load(model_path, weights=weights))
             if self.options.warmup:
-                warm_up(model)
+                warm_up(model, name, version)
             servable = Servable(name, version, model, self.options, self.metrics)
         except Exception as exc:  # any failure must leave the serving versions untouched
             if not isinstance(exc, (TflessError, OSError)):

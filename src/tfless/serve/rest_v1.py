@@ -18,7 +18,16 @@ from ..graph import TensorSpec
 from .errors import ServingError, invalid
 from .http_body import convert, read_body
 from .repository import Servable
-from .tensors import check_shape, dumps, dumps_arrays, loads, spec_dtype, tf_dtype, to_array
+from .tensors import (
+    check_shape,
+    dumps,
+    dumps_arrays,
+    is_b64,
+    loads,
+    spec_dtype,
+    tf_dtype,
+    to_array,
+)
 
 PREDICT_PATH = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
@@ -28,6 +37,7 @@ STATUS_PATH = re.compile(
     re.IGNORECASE)
 SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
+INT64_MAX = 2**63 - 1
 
 
 def json_response(payload: Any) -> Response:
@@ -59,7 +69,12 @@ async def handle(request: Request) -> Response:
 
 
 def _version(text: str | None) -> int | None:
-    return None if text is None else int(text)
+    if text is None:
+        return None
+    version = int(text)
+    if version > INT64_MAX:  # TF Serving parses the version as an int64
+        raise invalid(f"Failed to convert version: {text} to numeric.")
+    return version
 
 
 async def _predict_like(request: Request, server: Any, name: str, version: int | None,
@@ -136,7 +151,8 @@ def _from_instances(instances: Any, specs: list[TensorSpec]) -> list[np.ndarray]
         raise invalid("'instances' must be a list with one entry per example")
     if not instances:
         raise invalid("'instances' is empty; send at least one instance")
-    named = [isinstance(i, dict) for i in instances]
+    # {"b64": ...} is a value (base64 DT_STRING data), not an object of named inputs
+    named = [isinstance(i, dict) and not is_b64(i) for i in instances]
     if any(named) and not all(named):
         raise invalid("'instances' mixes objects (named inputs) with plain values; every "
                       "instance must have the same form")

@@ -101,6 +101,9 @@ def to_array(value: Any, spec: TensorSpec, where: str) -> np.ndarray:
     if kind == "b" and target.kind != "b":
         raise invalid(f"{where}: expected numbers ({dt}), got booleans")
     if kind not in "biuf":
+        if kind == "O" and any(is_b64(v) for v in arr.flat):
+            raise invalid(f"{where}: {{\"b64\": ...}} values are base64-encoded DT_STRING data; "
+                          f"this input is {dt}: send numbers")
         got = "strings" if kind in "US" else "nested objects, nulls or mixed values"
         raise invalid(f"{where}: expected numbers ({dt}), got {got}")
     if target.kind in "iu":
@@ -110,6 +113,11 @@ def to_array(value: Any, spec: TensorSpec, where: str) -> np.ndarray:
         if arr.min() < info.min or arr.max() > info.max:
             raise invalid(f"{where}: values out of range for {dt} [{info.min}, {info.max}]")
     return arr.astype(target, copy=False)
+
+
+def is_b64(value: Any) -> bool:
+    """TF Serving's JSON form of a binary string: {"b64": "<base64>"}."""
+    return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
 
 def check_shape(arr: np.ndarray, spec: TensorSpec, where: str) -> None:

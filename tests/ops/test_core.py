@@ -12,6 +12,12 @@ KERAS3_ACTIVATIONS = [
     "hard_sigmoid", "hard_silu", "hard_swish", "sigmoid", "tanh", "softmax", "log_softmax",
     "softplus", "softsign", "exponential", "linear", "mish",
 ]
+# Keras 3 activations beyond the list, through the Activation layer on a 3D input
+# (glu halves the last axis; sparsemax and softmax normalize over it)
+MORE_KERAS3_ACTIVATIONS = [
+    "glu", "sparse_sigmoid", "sparsemax", "squareplus", "sparse_plus", "hard_tanh",
+    "tanh_shrink", "soft_shrink", "hard_shrink", "log_sigmoid",
+]
 KERAS2_ACTIVATIONS = [
     "relu", "elu", "selu", "gelu", "swish", "hard_sigmoid", "sigmoid", "tanh", "softmax",
     "softplus", "softsign", "exponential", "linear",
@@ -25,6 +31,15 @@ def test_dense_activation_keras3(activation: str) -> None:
         return K.Model(inp, K.layers.Dense(5, activation=activation)(inp))
 
     check_parity(build, rand(4, 6), label=activation)
+
+
+@pytest.mark.parametrize("activation", KERAS3_ACTIVATIONS + MORE_KERAS3_ACTIVATIONS)
+def test_activation_layer_keras3(activation: str) -> None:
+    def build(K):
+        inp = K.Input((3, 6))
+        return K.Model(inp, K.layers.Activation(activation)(inp))
+
+    check_parity(build, rand(2, 3, 6) * 3, formats=("keras", "h5"), label=activation)
 
 
 @pytest.mark.parametrize("activation", KERAS2_ACTIVATIONS)

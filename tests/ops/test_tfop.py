@@ -55,6 +55,8 @@ TF_CASES = [
     ("softmax", lambda tf, a, b: tf.nn.softmax(a) + tf.nn.softmax(b, axis=1)),
     ("more_activations", lambda tf, a, b: tf.nn.elu(a) + tf.nn.selu(b) + tf.nn.softplus(a)
      + tf.nn.leaky_relu(b) + tf.nn.gelu(a) + tf.nn.silu(b) + tf.nn.log_softmax(a)),
+    ("activation_options", lambda tf, a, b: tf.nn.gelu(a, approximate=True) + tf.nn.leaky_relu(b, 0.3)
+     + tf.nn.log_softmax(a, axis=1) + tf.nn.softmax(b, axis=-2)),
     ("math_unary", lambda tf, a, b: tf.math.sqrt(tf.abs(a)) + tf.exp(a) + tf.math.log(tf.abs(b) + 0.1)
      + tf.square(a) + tf.math.rsqrt(tf.abs(a) + 0.5)),
     ("max_min_clip", lambda tf, a, b: tf.maximum(a, 0.1) + tf.minimum(a, b)
@@ -134,6 +136,14 @@ K3_CASES = [
      + ops.square(a) + ops.rsqrt(ops.abs(a) + 0.5) + ops.absolute(b)),
     ("activations", lambda ops, a, b: ops.relu(a) + ops.sigmoid(b) + ops.tanh(a) + ops.softmax(a, axis=1)
      + ops.relu6(a * 8.0) + ops.softplus(b) + ops.silu(a)),
+    ("nn_activations", lambda ops, a, b: ops.gelu(a) + ops.gelu(b, approximate=False)
+     + ops.log_softmax(a, axis=1) + ops.elu(a, alpha=0.5) + ops.celu(b, alpha=2.0) + ops.selu(a)
+     + ops.leaky_relu(b, negative_slope=0.1) + ops.hard_sigmoid(a * 4.0) + ops.hard_silu(b * 4.0)
+     + ops.log_sigmoid(a) + ops.softsign(b) + ops.sparse_plus(a) + ops.sparse_sigmoid(b * 2.0)
+     + ops.squareplus(a, b=2) + ops.tanh_shrink(b) + ops.hard_tanh(a * 2.0)
+     + ops.soft_shrink(a, threshold=0.3) + ops.hard_shrink(b, threshold=0.4)
+     + ops.threshold(a, 0.2, -1.0) + ops.sparsemax(a * 3.0, axis=-1)),
+    ("glu", lambda ops, a, b: ops.concatenate([ops.glu(a), ops.glu(b, axis=1)[:, :, :3]], axis=1)),
     ("cast", lambda ops, a, b: ops.cast(ops.cast(a * 4.0, "int32"), "float32")),
     ("compare_where", lambda ops, a, b: ops.where(a > b, a, b) + ops.cast(ops.not_equal(a, 0.0), "float32")),
     ("max_min_clip", lambda ops, a, b: ops.maximum(a, 0.1) + ops.minimum(a, b) + ops.clip(b, -0.4, 0.3)),

@@ -104,6 +104,31 @@ def hard_sigmoid_keras2(x: np.ndarray) -> np.ndarray:
     return np.clip(F32(0.2) * x + F32(0.5), F32(0), F32(1))
 
 
+def glu(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    if x.shape[axis] % 2:
+        raise UnsupportedLayer(f"glu needs an even size on axis {axis}, got shape {x.shape}")
+    a, b = np.split(x, 2, axis=axis)
+    return a * sigmoid(b)
+
+
+def sparse_sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.where(x <= -1, F32(0), np.where(x >= 1, F32(1), F32(0.5) * (x + F32(1)))).astype(
+        x.dtype, copy=False)
+
+
+def sparsemax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Keras's sparsemax: project onto the simplex through the sorted cumulative sums."""
+    ordered = -np.sort(-x, axis=axis)
+    cumsum = np.cumsum(ordered, axis=axis, dtype=x.dtype)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    r = np.arange(1, x.shape[axis] + 1, dtype=x.dtype).reshape(shape)
+    support = ordered - (cumsum - F32(1)) / r > 0
+    k = np.sum(support, axis=axis, keepdims=True, dtype=x.dtype)
+    tau = (np.sum(np.where(support, cumsum, F32(0)), axis=axis, keepdims=True) - F32(1)) / k
+    return np.maximum(x - tau, F32(0)).astype(x.dtype, copy=False)
+
+
 def _shrink(x: np.ndarray, t: float, soft: bool) -> np.ndarray:
     keep = np.abs(x) > F32(t)
     return np.where(keep, x - np.sign(x) * F32(t) if soft else x, F32(0))
@@ -142,6 +167,9 @@ ACTIVATIONS: dict[str, Fn] = {
     "hard_shrink": lambda x: _shrink(x, 0.5, soft=False),
     "exponential": np.exp,
     "mish": lambda x: x * np.tanh(softplus(x)),
+    "glu": glu,
+    "sparse_sigmoid": sparse_sigmoid,
+    "sparsemax": sparsemax,
 }
 
 

@@ -468,6 +468,25 @@ def _k3_softmax(config: dict) -> Kernel:
     return lambda x: act.softmax(_array(x), -1 if axis is None else _axis(axis))
 
 
+def _k3_activation(fn: Callable[..., np.ndarray], **defaults: Any) -> Callable[[dict], Kernel]:
+    """A keras.ops activation whose options (`axis`, `alpha`, ...) sit in the node's config,
+    with the defaults of the keras.ops function."""
+    def make(config: dict) -> Kernel:
+        options = {k: config.get(k, v) for k, v in defaults.items()}
+        return lambda x: fn(_array(x), **options)
+
+    return make
+
+
+def _k3_threshold(x: np.ndarray, threshold: float, default_value: float) -> np.ndarray:
+    return np.where(x > x.dtype.type(threshold), x, x.dtype.type(default_value))
+
+
+def _k3_shrink(x: np.ndarray, threshold: float, soft: bool) -> np.ndarray:
+    t = x.dtype.type(threshold)
+    return np.where(np.abs(x) > t, x - np.sign(x) * t if soft else x, x.dtype.type(0))
+
+
 def _k3_cast(config: dict) -> Kernel:
     dtype = _dtype(config.get("dtype"))
     return lambda x: _array(x).astype(dtype)
@@ -525,6 +544,29 @@ KERAS_OPS: dict[str, Callable[[dict], Kernel]] = {
     "Softplus": _k3_unary(act.softplus),
     "Silu": _k3_unary(lambda x: x * act.sigmoid(x)),
     "Softmax": _k3_softmax,
+    "LogSoftmax": _k3_activation(lambda x, axis: act.log_softmax(x, -1 if axis is None else _axis(axis)),
+                                 axis=-1),
+    "Gelu": _k3_activation(lambda x, approximate: act.gelu(x, bool(approximate)), approximate=True),
+    "Elu": _k3_activation(lambda x, alpha: act.elu(x, float(alpha)), alpha=1.0),
+    "Celu": _k3_activation(lambda x, alpha: act.celu(x, float(alpha)), alpha=1.0),
+    "Selu": _k3_unary(act.selu),
+    "LeakyRelu": _k3_activation(lambda x, negative_slope: act.relu(x, float(negative_slope)),
+                                negative_slope=0.2),
+    "HardSigmoid": _k3_unary(act.hard_sigmoid_keras3),
+    "HardSilu": _k3_unary(act.ACTIVATIONS["hard_silu"]),
+    "LogSigmoid": _k3_unary(act.ACTIVATIONS["log_sigmoid"]),
+    "Softsign": _k3_unary(act.ACTIVATIONS["softsign"]),
+    "SparsePlus": _k3_unary(act.ACTIVATIONS["sparse_plus"]),
+    "SparseSigmoid": _k3_unary(act.sparse_sigmoid),
+    "Squareplus": _k3_activation(lambda x, b: (x + np.sqrt(x * x + x.dtype.type(b))) / x.dtype.type(2),
+                                 b=4),
+    "TanhShrink": _k3_unary(act.ACTIVATIONS["tanh_shrink"]),
+    "HardTanh": _k3_unary(act.ACTIVATIONS["hard_tanh"]),
+    "SoftShrink": _k3_activation(lambda x, threshold: _k3_shrink(x, threshold, True), threshold=0.5),
+    "HardShrink": _k3_activation(lambda x, threshold: _k3_shrink(x, threshold, False), threshold=0.5),
+    "Glu": _k3_activation(lambda x, axis: act.glu(x, int(axis)), axis=-1),
+    "Sparsemax": _k3_activation(lambda x, axis: act.sparsemax(x, int(axis)), axis=-1),
+    "Threshold": _k3_activation(_k3_threshold, threshold=0.0, default_value=0.0),
     "Sum": _k3_reduce(np.sum),
     "Mean": _k3_reduce(_k3_mean),
     "Max": _k3_reduce(np.max),

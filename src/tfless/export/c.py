@@ -1631,14 +1631,22 @@ def export_c(model: Any, out_dir: str | Path, n_test: int = 2) -> list[Path]:
         from ..model import load
 
         model = load(model)
+    if n_test < 1:
+        raise TflessError(f"the embedded test vector needs at least 1 sample (--test-samples), "
+                          f"got {n_test}")
     source = generate(model, n_test)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise TflessError(f"{out} is a file; the C export writes a directory: give a new path")
     written = []
-    for name, text in source.files.items():
-        path = out / name
-        path.write_text(text, encoding="utf8")
-        written.append(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in source.files.items():
+            path = out / name
+            path.write_text(text, encoding="utf8")
+            written.append(path)
+    except OSError as exc:
+        raise TflessError(f"{out}: cannot write the C source there: {exc}") from exc
     return written
 
 

@@ -74,18 +74,29 @@ def export_docker(model_path: str | Path, out_dir: str | Path, name: str | None 
                                ".h5); save the model with model.save('model.keras')")
     load(src)  # fail now, not inside the container, if tfless cannot run the model
     name = _model_name(src, name)
-    out = Path(out_dir)
-    version_dir = out / "models" / name / str(version)
-    version_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, version_dir / f"model{src.suffix.lower()}")
+    # everything that can be refused is refused before the first file is written
     wheel_name = None
     if wheel is not None:
         wheel_name = Path(wheel).name
-        shutil.copy2(wheel, out / wheel_name)
-    (out / "Dockerfile").write_text(
-        dockerfile(name, f"tfless=={__version__}", base_image, wheel_name), encoding="utf8")
-    (out / ".dockerignore").write_text("*\n!models/\n" + (f"!{wheel_name}\n" if wheel_name else ""),
-                                       encoding="utf8")
+        if not Path(wheel).is_file() or not wheel_name.endswith(".whl"):
+            raise InputError(f"--wheel {wheel}: not a wheel file (build one with `pip wheel . "
+                             "--no-deps -w dist`)")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; the docker export writes a directory (the build "
+                         "context): give a new path")
+    version_dir = out / "models" / name / str(version)
+    try:
+        version_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, version_dir / f"model{src.suffix.lower()}")
+        if wheel_name is not None:
+            shutil.copy2(wheel, out / wheel_name)
+        (out / "Dockerfile").write_text(
+            dockerfile(name, f"tfless=={__version__}", base_image, wheel_name), encoding="utf8")
+        (out / ".dockerignore").write_text(
+            "*\n!models/\n" + (f"!{wheel_name}\n" if wheel_name else ""), encoding="utf8")
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write the build context there: {exc}") from exc
     return [out / "Dockerfile", out / ".dockerignore", version_dir / f"model{src.suffix.lower()}"]
 
 

@@ -351,7 +351,10 @@ class GraphBuilder:
             if spec is None:  # lenient reading of an unsupported layer: keep what is stored
                 self.layer_weight_cache[names].update({n: a for n, a in arrays})
                 continue
-            expected = list(spec.weight_names(config))
+            try:
+                expected = list(spec.weight_names(config))
+            except UnsupportedLayer as exc:  # e.g. a quantized layer: say which file
+                raise UnsupportedLayer(f"{self.where}: {exc}") from None
             if expected and not arrays:
                 arrays = self._same_layer_elsewhere(names, found)
             label = "/".join(names)

@@ -24,19 +24,52 @@ def check_weight_rank(layer: str, name: str, array: np.ndarray, rank: int) -> No
         )
 
 
+QUANTIZED_MODES = ("int8", "int4", "float8", "gptq", "awq")
+
+
+def _quantization_mode(config: dict[str, Any]) -> str | None:
+    """The quantization mode Keras 3 recorded for a layer (`model.quantize(...)`), if any:
+    a `quantization_config` object (Keras >= 3.13), or a quantized dtype policy, stored as
+    `{"mode": "int8", "source_name": ...}` or by name (`"int8_from_float32"`)."""
+    qconfig = config.get("quantization_config")
+    if isinstance(qconfig, dict):
+        return str(qconfig.get("class_name") or "quantized")
+    if qconfig:
+        return str(qconfig)
+    policy = config.get("dtype")
+    if isinstance(policy, dict):
+        inner = policy.get("config") or {}
+        mode = inner.get("mode") or inner.get("name") or ""
+        if "Quantized" in str(policy.get("class_name", "")) and not mode:
+            return str(policy["class_name"])
+    else:
+        mode = policy if isinstance(policy, str) else ""
+    mode = str(mode)
+    return mode if mode.split("_from_")[0].split("/")[0] in QUANTIZED_MODES else None
+
+
 def check_no_quantization(config: dict[str, Any]) -> None:
-    """Keras 3 quantized layers store int8/float8 weights with scales: not supported yet."""
-    mode = config.get("quantization_config") or config.get("dtype")
-    if isinstance(mode, dict):
-        mode = (mode.get("config") or {}).get("name", "")
-    if isinstance(mode, str) and mode.split("_from_")[0] in ("int8", "int4", "float8", "gptq"):
+    """Keras 3 quantized layers store int8/int4/float8 weights with scales, and int8 layers
+    also quantize their inputs: float32 arithmetic cannot reproduce them, so they are refused."""
+    mode = _quantization_mode(config)
+    if mode:
         raise UnsupportedLayer(
-            f"layer '{config.get('name', '')}': quantized weights (dtype policy '{mode}') are "
-            "not supported; save the float model instead"
+            f"layer '{config.get('name', '')}' is quantized (field 'dtype'/'quantization_config': "
+            f"{mode}); tfless runs float models only: save the model before model.quantize()"
         )
 
 
-@register("Dense", weights=_bias_names, mask="keep")
+def _quantizable(names: Any) -> Any:
+    """Weight names of a layer Keras 3 can quantize, checked for quantization first (a
+    quantized layer stores other weights, and the count mismatch would hide the reason)."""
+    def weight_names(config: dict[str, Any]) -> Any:
+        check_no_quantization(config)
+        return names(config) if callable(names) else names
+
+    return weight_names
+
+
+@register("Dense", weights=_quantizable(_bias_names), mask="keep")
 def build_dense(config: dict, weights: dict) -> Any:
     check_no_quantization(config)
     name = config.get("name", "")
@@ -67,7 +100,7 @@ def _einsum_weight_names(config: dict[str, Any]) -> list[str]:
     return ["kernel", "bias"] if config.get("bias_axes") else ["kernel"]
 
 
-@register("EinsumDense", weights=_einsum_weight_names)
+@register("EinsumDense", weights=_quantizable(_einsum_weight_names))
 def build_einsum_dense(config: dict, weights: dict) -> Any:
     check_no_quantization(config)
     equation = config["equation"]
@@ -90,7 +123,7 @@ def _embedding_mask(config: dict, inputs: list, masks: list) -> list:
     return [None]
 
 
-@register("Embedding", weights=("embeddings",), mask=_embedding_mask)
+@register("Embedding", weights=_quantizable(("embeddings",)), mask=_embedding_mask)
 def build_embedding(config: dict, weights: dict) -> Any:
     check_no_quantization(config)
     table = weights["embeddings"]

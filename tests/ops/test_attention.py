@@ -174,3 +174,78 @@ def test_grouped_query_attention(case: dict) -> None:
         return K.Model(inp, flat(out))
 
     check_parity(build, tokens() if case.get("mask") else rand(2, 6, 8))
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("cls", ["Attention", "AdditiveAttention"])
+def test_dense_attention_passes_query_mask_on(api: str, cls: str) -> None:
+    """Query and value masks from embeddings; the query mask reaches a masked pooling (Keras 3
+    records that hand-over as a convert_to_tensor op node)."""
+    def build(K):
+        q_in, v_in = K.Input((6,), dtype="int32"), K.Input((5,), dtype="int32")
+        q = K.layers.Embedding(20, 4, mask_zero=True)(q_in)
+        v = K.layers.Embedding(20, 4, mask_zero=True)(v_in)
+        att = getattr(K.layers, cls)()([q, v])
+        return K.Model([q_in, v_in], K.layers.GlobalAveragePooling1D()(att))
+
+    check_parity(build, [tokens(), tokens(steps=5, seed=1)], api=api)
+
+
+MHA_SHAPE_CASES = [
+    # query, value and key of different feature sizes, a tuple output_shape, value_dim
+    {"shapes": ((4, 6), (5, 3), (5, 2)), "options": {"value_dim": 4, "output_shape": (2, 5)}},
+    # a causal mask combined with an explicit attention_mask
+    {"shapes": ((5, 6),), "options": {}, "causal": True, "attention_mask": (5, 5)},
+    # attention over two axes with an explicit attention mask
+    {"shapes": ((3, 4, 5),), "options": {"attention_axes": (1, 2)}, "attention_mask": (3, 4, 3, 4)},
+]
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("case", MHA_SHAPE_CASES, ids=lambda c: f"{c['shapes']}-{sorted(c)}")
+def test_multi_head_attention_shapes_and_mask_combinations(api: str, case: dict) -> None:
+    shapes = case["shapes"]
+
+    def build(K):
+        ins = [K.Input(s) for s in shapes]
+        query, value = ins[0], ins[1] if len(ins) > 1 else ins[0]
+        kwargs: dict = {"use_causal_mask": case.get("causal", False)}
+        if len(ins) > 2:
+            kwargs["key"] = ins[2]
+        if "attention_mask" in case:
+            ins.append(K.Input(case["attention_mask"]))
+            kwargs["attention_mask"] = ins[-1]
+        out = K.layers.MultiHeadAttention(3, 2, **case["options"])(query, value, **kwargs)
+        return K.Model(ins, out)
+
+    x = [rand(2, *s, seed=i) for i, s in enumerate(shapes)]
+    if "attention_mask" in case:
+        m = np.random.default_rng(4).random((2, *case["attention_mask"])) > 0.3
+        m[..., 0] = True
+        x.append(m.astype(np.float32))
+    check_parity(build, x, api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_multi_head_cross_attention_with_both_padding_masks(api: str) -> None:
+    def build(K):
+        q_in, v_in = K.Input((6,), dtype="int32"), K.Input((5,), dtype="int32")
+        q = K.layers.Embedding(20, 8, mask_zero=True)(q_in)
+        v = K.layers.Embedding(20, 8, mask_zero=True)(v_in)
+        causal = K.layers.MultiHeadAttention(2, 4)(q, q, use_causal_mask=True)
+        cross = K.layers.MultiHeadAttention(2, 4)(causal, v)
+        return K.Model([q_in, v_in], [causal, K.layers.GlobalAveragePooling1D()(cross)])
+
+    check_parity(build, [tokens(), tokens(steps=5, seed=1)], api=api)
+
+
+def test_grouped_query_attention_explicit_mask_and_cross_lengths() -> None:
+    def build(K):
+        q, v, m = K.Input((4, 8)), K.Input((6, 8)), K.Input((4, 6))
+        layer = K.layers.GroupQueryAttention(head_dim=3, num_query_heads=4, num_key_value_heads=1)
+        out = layer(q, v, v, attention_mask=m, return_attention_scores=True)
+        return K.Model([q, v, m], flat(out))
+
+    m = np.random.default_rng(4).random((2, 4, 6)) > 0.3
+    m[..., 0] = True
+    check_parity(build, [rand(2, 4, 8), rand(2, 6, 8, seed=2), m.astype(np.float32)])

@@ -492,6 +492,16 @@ def _k3_cast(config: dict) -> Kernel:
     return lambda x: _array(x).astype(dtype)
 
 
+def _k3_convert_to_tensor(config: dict) -> Kernel:
+    # Keras 3 records it where a layer passes a mask on (Attention's compute_mask)
+    for option in ("sparse", "ragged"):
+        if config.get(option):
+            raise UnsupportedLayer(f"layer '{config.get('name', '')}': convert_to_tensor with "
+                                   f"{option}=True is not supported (dense tensors only)")
+    dtype = None if config.get("dtype") is None else _dtype(config["dtype"])
+    return lambda x: _array(x) if dtype is None else _array(x).astype(dtype)
+
+
 def _k3_clip(config: dict) -> Kernel:
     low, high = config.get("x_min"), config.get("x_max")
     return lambda x: _clip(x, low, high)
@@ -584,6 +594,7 @@ KERAS_OPS: dict[str, Callable[[dict], Kernel]] = {
     "ExpandDims": _k3_expand_dims,
     "Squeeze": _k3_squeeze,
     "Cast": _k3_cast,
+    "ConvertToTensor": _k3_convert_to_tensor,
     "Clip": _k3_clip,
     "Where": _k3_where,
     "Einsum": _k3_einsum,

@@ -7,8 +7,16 @@ with batching off and on, for an MLP (TF Serving REST v1, JSON rows) and MobileN
 
 Everything stays on 127.0.0.1, and every level stops after --requests requests or
 --seconds seconds, whichever comes first. Models come from bench/models.py (built with
-Keras in a subprocess and cached). The 'in-process' column is Model.predict on one
-example without HTTP, the floor the server's batch-1 latency can approach.
+Keras in a subprocess and cached). The notes give Model.predict on one example without
+HTTP (the floor the server's batch-1 latency can approach) and, for the TensorFlow route,
+the Keras model called on the same example as a tf.function graph under TensorFlow, in a
+subprocess (TF Serving itself is a separate binary that is not installed here).
+
+After the levels, the 64-client level runs REPEATS more times. The first repeats may still
+raise the RSS (the allocator keeps buffers for batch sizes not seen before); memory is
+"stable" when the last repeat added no more than MEMORY_SLACK_MB (or MEMORY_SLACK_FRACTION)
+to the one before it, i.e. the RSS has levelled off. The script exits non-zero when a level
+had errors or memory was not stable.
 """
 
 from __future__ import annotations
@@ -35,6 +43,25 @@ CONCURRENCY = (1, 8, 64)
 # model -> (protocol, requests per level for the default run, max batch size with batching on,
 #           also run with two server processes)
 SCENARIOS = {"mlp": ("v1-json", 2000, 64, True), "mobilenet_v2": ("v2-binary", 150, 8, False)}
+REPEATS = 3
+MEMORY_SLACK_MB = 16.0
+MEMORY_SLACK_FRACTION = 0.05
+
+KERAS_TIMING = """
+import os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np, keras, tensorflow as tf
+model = keras.models.load_model(sys.argv[1], compile=False)
+call = tf.function(lambda t: model(t, training=False))  # a graph, as TF Serving runs it
+x = tf.constant(np.load(sys.argv[2]))
+call(x).numpy()
+times = []
+for _ in range(int(sys.argv[3])):
+    start = time.perf_counter()
+    call(x).numpy()
+    times.append(time.perf_counter() - start)
+print(float(np.median(times) * 1000))
+"""
 
 
 @dataclass
@@ -171,6 +198,40 @@ def in_process_ms(model_path: Path, x: np.ndarray, calls: int = 30) -> float:
     return float(np.median(times) * 1000)
 
 
+def keras_ms(model_path: Path, x: np.ndarray, calls: int = 30) -> float:
+    """Median time of the Keras model called on `x` as a tf.function graph, in a subprocess
+    so that TensorFlow never loads into this process (or the server)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "x.npy", x)
+        out = subprocess.run([sys.executable, "-c", KERAS_TIMING, str(model_path),
+                              str(Path(tmp) / "x.npy"), str(calls)],
+                             check=True, capture_output=True, text=True, timeout=600)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def memory_stable(repeats: list[float]) -> bool:
+    before, last = repeats[-2], repeats[-1]
+    return last - before <= max(MEMORY_SLACK_MB, before * MEMORY_SLACK_FRACTION)
+
+
+def environment() -> str:
+    """Machine and versions, for the record next to the table."""
+    import platform
+    from importlib.metadata import version
+
+    from threadpoolctl import threadpool_info
+
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor() or "unknown CPU")
+    blas = ", ".join(sorted({f"{i['internal_api']} {i['version']}" for i in threadpool_info()
+                             if i.get("user_api") == "blas"})) or "none found"
+    packages = ", ".join(f"{name} {version(name)}" for name in
+                         ("tfless", "numpy", "uvicorn", "starlette", "orjson", "tensorflow", "keras"))
+    return (f"- machine: {os.cpu_count()} CPU cores ({cpu}), Linux {platform.release()}, "
+            f"Python {platform.python_version()}; {packages}; BLAS: {blas}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
@@ -189,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
     levels: list[Level] = []
     notes: list[str] = []
+    unstable = 0
     for name in args.models:
         protocol, default_count, max_batch, two_workers = SCENARIOS[name]
         spec = tfless.load(paths[name]).inputs[0]
@@ -196,9 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         path, body, headers = request_body(name, x, spec.name)
         path = path.format(m=name)
         count = args.requests or default_count
-        notes.append(f"- {name}: in-process Model.predict of one example (1 BLAS thread, as in "
-                     f"the server): {in_process_ms(paths[name], x):.2f} ms; request body "
-                     f"{len(body):,} bytes")
+        notes.append(f"- {name}: in-process tfless Model.predict of one example (1 BLAS thread, "
+                     f"as in the server): {in_process_ms(paths[name], x):.2f} ms; the Keras model "
+                     f"on it as a tf.function graph under TensorFlow (all cores): "
+                     f"{keras_ms(paths[name], x):.2f} ms; request "
+                     f"body {len(body):,} bytes")
         modes = [("off", []), (f"on (<= {max_batch})", ["--max-batch-size", str(max_batch)])]
         if two_workers:
             modes.append(("off, 2 workers", ["--workers", "2"]))
@@ -215,25 +279,28 @@ def main(argv: list[str] | None = None) -> int:
                         print(levels[-1].row(), file=sys.stderr, flush=True)
                     first = levels[-1].rss_mb
                     repeats = []
-                    for _ in range(2):  # the 64-client level again: memory must not keep growing
+                    for _ in range(REPEATS):  # the 64-client level again: memory must level off
                         _, errors, _, _ = run_level(port, path, body, headers, 64, count, args.seconds)
                         levels[-1].errors += errors
                         repeats.append(rss_mb(proc.pid))
+                    stable = memory_stable(repeats)
+                    unstable += not stable
                     notes.append(f"- {name}, batching {mode}: server RSS after the 64-client level "
-                                 f"{first:.0f} MB, after two repeats of it "
-                                 f"{', '.join(f'{r:.0f}' for r in repeats)} MB")
+                                 f"{first:.0f} MB, after {REPEATS} repeats of it "
+                                 f"{', '.join(f'{r:.0f}' for r in repeats)} MB: "
+                                 f"{'stable' if stable else 'GROWING'}")
                 finally:
                     stop_server(proc)
     header = ("| model | protocol | batching | concurrency | requests | errors | req/s | "
               "p50 ms | p99 ms | server RSS MB |\n|---|---|---|---|---|---|---|---|---|---|")
     load = os.getloadavg()[0]
-    table = "\n".join([header, *[lv.row() for lv in levels], "", *notes,
-                       f"- machine: {os.cpu_count()} CPU cores, load average {load:.1f} at the end; "
-                       "the client threads run on the same cores"])
+    table = "\n".join([header, *[lv.row() for lv in levels], "", *notes, environment(),
+                       f"- load average {load:.1f} at the end; the client threads run on the "
+                       "same cores as the server"])
     print(table)
     if args.output:
         args.output.write_text(table + "\n")
-    return 1 if any(lv.errors for lv in levels) else 0
+    return 1 if unstable or any(lv.errors for lv in levels) else 0
 
 
 if __name__ == "__main__":

@@ -130,6 +130,20 @@ def test_concatenate_masks_keras3() -> None:
 
 
 @pytest.mark.parametrize("axis", [1, -1])
+def test_concatenate_mask_into_masked_layers_keras3(axis: int) -> None:
+    """A masked consumer makes Keras 3 record Concatenate's mask computation as op nodes
+    (ones_like for an unmasked input, zeros_like/logical_or/any on the feature axis)."""
+    def build(K):
+        a, free = K.Input((5,), dtype="int32"), K.Input((5, 4))
+        ea = K.layers.Embedding(10, 4, mask_zero=True)(a)
+        mixed = K.layers.Concatenate(axis=axis)([ea, free])
+        return K.Model([a, free], [K.layers.GlobalAveragePooling1D()(mixed),
+                                   K.layers.LSTM(2)(mixed)])
+
+    check_parity(build, [IDS[0], rand(2, 5, 4)])
+
+
+@pytest.mark.parametrize("axis", [1, -1])
 def test_concatenate_masks_tf_keras(axis: int) -> None:
     def build(K):
         a, b = K.Input((5,), dtype="int32"), K.Input((5,), dtype="int32")

@@ -492,3 +492,95 @@ def test_time_distributed_of_time_distributed(api: str) -> None:
             K.layers.Dense(2)))(x))
 
     check_parity(build, rand(2, 2, 3, 4), api=api)
+
+
+# ----- option combinations -----------------------------------------------------------------
+@pytest.mark.parametrize("api", APIS)
+def test_bidirectional_return_state_in_every_merge_mode(api: str) -> None:
+    def build(K):
+        inp = K.Input((6, 3))
+        x = K.layers.Masking(0.0)(inp)
+        outs = []
+        for mode in ("sum", None, "mul"):
+            outs += outputs(K.layers.Bidirectional(
+                K.layers.GRU(3, return_state=True, reset_after=False), merge_mode=mode)(x))
+        outs += outputs(K.layers.Bidirectional(
+            K.layers.SimpleRNN(2, return_sequences=True, return_state=True), merge_mode="ave")(x))
+        return K.Model(inp, outs)
+
+    check_parity(build, padded_batch(), api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_stacked_cells_backwards_and_unrolled_masked_lstm(api: str) -> None:
+    def build(K):
+        inp = K.Input((6, 3))  # unroll needs a fixed length
+        x = K.layers.Masking(0.0)(inp)
+        cells = [K.layers.LSTMCell(3), K.layers.GRUCell(2, reset_after=False)]
+        stacked = outputs(K.layers.RNN(cells, go_backwards=True, return_state=True)(x))
+        unrolled = K.layers.LSTM(3, unroll=True, return_sequences=True)(x)
+        return K.Model(inp, [*stacked, unrolled])
+
+    check_parity(build, padded_batch(), api=api)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_initial_states_as_model_inputs(api: str) -> None:
+    """States given as model inputs (a decoder step), also to both sides of a Bidirectional."""
+    def build(K):
+        enc, dec = K.Input((5, 3)), K.Input((4, 2))
+        h0, c0 = K.Input((3,)), K.Input((3,))
+        seq = K.layers.LSTM(3, return_sequences=True)(dec, initial_state=[h0, c0])
+        out, fh, _, _, bc = K.layers.Bidirectional(K.layers.LSTM(3, return_state=True))(
+            enc, initial_state=[h0, c0, c0, h0])
+        return K.Model([enc, dec, h0, c0], [seq, out, fh, bc])
+
+    check_parity(build, [rand(2, 5, 3), rand(2, 4, 2, seed=2), rand(2, 3, seed=3),
+                         rand(2, 3, seed=4)], api=api)
+
+
+CONV_LSTM_MORE = [
+    ("ConvLSTM1D", (3, 7, 2), {"filters": 2, "kernel_size": 3, "padding": "same",
+                               "dilation_rate": 2, "return_sequences": True, "return_state": True}),
+    ("ConvLSTM3D", (2, 5, 6, 4, 1), {"filters": 2, "kernel_size": 2, "strides": (2, 1, 1),
+                                     "activation": "relu", "recurrent_activation": "sigmoid"}),
+]
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("case", CONV_LSTM_MORE, ids=lambda c: c[0])
+def test_conv_lstm_more_options(api: str, case: tuple) -> None:
+    cls, shape, options = case
+
+    def build(K):
+        inp = K.Input(shape)
+        return K.Model(inp, outputs(getattr(K.layers, cls)(**options)(inp)))
+
+    check_parity(build, rand(2, *shape), api=api)
+
+
+def test_channels_first_conv_lstm_and_time_distributed_conv_tf_keras() -> None:
+    def build(K):
+        inp = K.Input((3, 2, 6, 5))
+        lstm = K.layers.ConvLSTM2D(3, 3, padding="same", data_format="channels_first",
+                                   return_sequences=True)(inp)
+        conv = K.layers.TimeDistributed(K.layers.Conv2D(2, 3, data_format="channels_first"))(inp)
+        return K.Model(inp, [lstm, conv])
+
+    check_parity(build, rand(2, 3, 2, 6, 5), api="tf_keras")
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_mask_through_lstm_into_merge_layers(api: str) -> None:
+    def build(K):
+        ids = K.Input((6,), dtype="int32")
+        emb = K.layers.Embedding(20, 4, mask_zero=True)(ids)
+        seq = K.layers.LSTM(3, return_sequences=True)(emb)
+        joined = K.layers.Concatenate()([seq, emb])
+        added = K.layers.Add()([K.layers.Dense(4)(seq), emb])
+        return K.Model(ids, [K.layers.GRU(2)(joined), K.layers.GlobalAveragePooling1D()(added)])
+
+    x = np.random.default_rng(0).integers(1, 20, (3, 6)).astype(np.int32)
+    x[0, 3:] = 0
+    x[1, :2] = 0
+    check_parity(build, x, api=api)

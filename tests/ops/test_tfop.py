@@ -144,6 +144,9 @@ K3_CASES = [
      + ops.soft_shrink(a, threshold=0.3) + ops.hard_shrink(b, threshold=0.4)
      + ops.threshold(a, 0.2, -1.0) + ops.sparsemax(a * 3.0, axis=-1)),
     ("glu", lambda ops, a, b: ops.concatenate([ops.glu(a), ops.glu(b, axis=1)[:, :, :3]], axis=1)),
+    ("more_math", lambda ops, a, b: ops.floor(a * 3.0) + ops.ceil(b * 3.0) + ops.round(a * 5.0)
+     + ops.sign(b) + ops.log1p(ops.abs(a)) + ops.expm1(b) + ops.sin(a) + ops.cos(b)
+     + ops.ones_like(a) * 2.0 + ops.zeros_like(b) + ops.floor(ops.cast(a * 4.0, "int32"))),
     ("cast", lambda ops, a, b: ops.cast(ops.cast(a * 4.0, "int32"), "float32")),
     ("compare_where", lambda ops, a, b: ops.where(a > b, a, b) + ops.cast(ops.not_equal(a, 0.0), "float32")),
     ("max_min_clip", lambda ops, a, b: ops.maximum(a, 0.1) + ops.minimum(a, b) + ops.clip(b, -0.4, 0.3)),

@@ -502,6 +502,31 @@ def _k3_convert_to_tensor(config: dict) -> Kernel:
     return lambda x: _array(x) if dtype is None else _array(x).astype(dtype)
 
 
+def _k3_fill_like(value: int) -> Callable[[dict], Kernel]:
+    # Keras 3 records ones_like/zeros_like(x, dtype="bool") in a Concatenate's mask computation
+    def make(config: dict) -> Kernel:
+        dtype = None if config.get("dtype") is None else _dtype(config["dtype"])
+        return lambda x: np.full_like(_array(x), value, dtype=dtype)
+
+    return make
+
+
+def _k3_float_unary(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[dict], Kernel]:
+    """keras.ops math on floats; integer inputs are computed in float32 as Keras does."""
+    def run(x: Any) -> np.ndarray:
+        a = _array(x)
+        return _math(fn)(a.astype(F32) if a.dtype.kind in "iub" else a)
+
+    return lambda config: run
+
+
+def _k3_round(config: dict) -> Kernel:
+    if int(config.get("decimals", 0) or 0) != 0:
+        raise UnsupportedLayer(f"layer '{config.get('name', '')}': round with decimals="
+                               f"{config['decimals']} is not supported (decimals=0 only)")
+    return lambda x: np.round(_array(x))
+
+
 def _k3_clip(config: dict) -> Kernel:
     low, high = config.get("x_min"), config.get("x_max")
     return lambda x: _clip(x, low, high)
@@ -595,6 +620,11 @@ KERAS_OPS: dict[str, Callable[[dict], Kernel]] = {
     "Squeeze": _k3_squeeze,
     "Cast": _k3_cast,
     "ConvertToTensor": _k3_convert_to_tensor,
+    "OnesLike": _k3_fill_like(1), "ZerosLike": _k3_fill_like(0),
+    "Floor": _k3_float_unary(np.floor), "Ceil": _k3_float_unary(np.ceil),
+    "Log1p": _k3_float_unary(np.log1p), "Expm1": _k3_float_unary(np.expm1),
+    "Sin": _k3_float_unary(np.sin), "Cos": _k3_float_unary(np.cos),
+    "Sign": _k3_unary(np.sign), "Round": _k3_round,
     "Clip": _k3_clip,
     "Where": _k3_where,
     "Einsum": _k3_einsum,

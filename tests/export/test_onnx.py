@@ -56,13 +56,22 @@ ACTIVATIONS = [
 ]
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("activation", ACTIVATIONS + [
+    "swish", "hard_swish", "log_sigmoid", "hard_tanh", "tanh_shrink", "squareplus",
+    "sparse_plus", "soft_shrink", "hard_shrink", "glu", "sparse_sigmoid", "sparsemax"])
 def test_dense_activations(activation: str, tmp_path: Path) -> None:
     def build(K):
         inp = K.Input((6,))
-        return K.Model(inp, K.layers.Dense(5, activation=activation)(inp))
+        return K.Model(inp, K.layers.Dense(6, activation=activation)(inp))
 
-    export_and_compare(build, rand(4, 6), tmp_path)
+    export_and_compare(build, rand(4, 6) * 2, tmp_path)
+
+
+def test_every_runtime_activation_has_a_converter() -> None:
+    from tfless.export.onnx_ops.activations import ACTIVATIONS as ONNX_ACTIVATIONS
+    from tfless.ops.activations import ACTIVATIONS as RUNTIME_ACTIVATIONS
+
+    assert set(RUNTIME_ACTIVATIONS) <= set(ONNX_ACTIVATIONS)
 
 
 @pytest.mark.parametrize("activation", ["hard_sigmoid", "gelu", "selu"])
@@ -792,12 +801,23 @@ K3_OP_CASES = [
      + ops.square(a) + ops.rsqrt(ops.abs(a) + 0.5) + ops.absolute(b)),
     ("activations", lambda ops, a, b: ops.relu(a) + ops.sigmoid(b) + ops.tanh(a) + ops.softmax(a, axis=1)
      + ops.relu6(a * 8.0) + ops.softplus(b) + ops.silu(a)),
-    ("cast", lambda ops, a, b: ops.cast(ops.cast(a * 4.0, "int32"), "float32")),
+    ("cast", lambda ops, a, b: ops.cast(ops.cast(a * 4.0, "int32"), "float32")
+     + ops.convert_to_tensor(b) + ops.convert_to_tensor(ops.cast(a * 4.0, "int32"), "float32")),
     ("compare_where", lambda ops, a, b: ops.where(a > b, a, b) + ops.cast(ops.not_equal(a, 0.0), "float32")
      + ops.cast(ops.logical_and(a >= b, ops.logical_or(a < 0.1, ops.logical_not(b <= 0.2))), "float32")
      + ops.cast(ops.equal(a, b), "float32")),
     ("max_min_clip", lambda ops, a, b: ops.maximum(a, 0.1) + ops.minimum(a, b) + ops.clip(b, -0.4, 0.3)),
     ("einsum", lambda ops, a, b: ops.einsum("bij,bkj->bik", a, b)),
+    ("activation_ops", lambda ops, a, b: ops.log_softmax(a, axis=1) + ops.gelu(a)
+     + ops.gelu(b, approximate=False) + ops.elu(a, alpha=0.5) + ops.celu(b, alpha=2.0)
+     + ops.selu(a) + ops.leaky_relu(a, negative_slope=0.1) + ops.hard_sigmoid(a * 4)
+     + ops.hard_silu(b * 4) + ops.log_sigmoid(a) + ops.softsign(b) + ops.sparse_plus(a * 2)
+     + ops.sparse_sigmoid(b * 2) + ops.squareplus(a, b=2) + ops.tanh_shrink(b)
+     + ops.hard_tanh(a * 2) + ops.soft_shrink(a, threshold=0.3) + ops.hard_shrink(b)
+     + ops.threshold(a, 0.1, -2.0)),
+    ("glu_sparsemax", lambda ops, a, b: ops.concatenate([
+        ops.glu(a), ops.glu(b, axis=1)[:, :, :3], ops.sparsemax(a * 3)[:, :2, :3],
+        ops.sparsemax(b * 3, axis=1)[:, :2, :3]], axis=1)),
     ("any_all", lambda ops, a, b: ops.cast(ops.any(a > 0.5, axis=-1), "float32")
      + ops.cast(ops.all(b < 0.5, axis=1, keepdims=True), "float32")[:, 0, :4]),
 ]
@@ -978,7 +998,7 @@ def test_newest_opset_exports_and_checks(small_model: Path, tmp_path: Path) -> N
 # Families whose every runtime op exports; a family joins once its converters are written.
 CONVERTED_FAMILIES = ("activations", "attention", "convolutional", "core", "merging",
                       "normalization", "pooling", "preprocessing", "recurrent", "reshaping",
-                      "tfop")
+                      "tflite", "tfop")
 
 
 def test_every_op_of_converted_families_has_a_converter() -> None:
@@ -1014,3 +1034,67 @@ def test_cli_export_verify_predict(small_model: Path, tmp_path: Path) -> None:
     r = _cli("export", str(small_model), "-f", "onnx", "-o", str(tmp_path / "bad.onnx"),
              "--opset", "5")
     assert r.returncode == 2 and "opset 5" in r.stderr and "Traceback" not in r.stderr
+
+
+# ----- TensorFlow Lite files (tflite.* operators) -----------------------------------------
+def tflite_export_and_compare(content: bytes, tmp_path: Path, inputs: list[np.ndarray],
+                              opset: int = DEFAULT_OPSET, keras_model: Any = None,
+                              **export_kwargs: Any) -> onnx.ModelProto:
+    """Load a .tflite file, export it, and compare ONNX Runtime (file and backend) with the
+    TFLite interpreter (and Keras, when given). `inputs` are in the file's input order."""
+    from tests.formats.test_tflite import interpreter_outputs
+
+    path = tmp_path / "model.tflite"
+    path.write_bytes(content)
+    out = tmp_path / "model.onnx"
+    report = tfless.export_onnx(tfless.load(path), out, opset=opset, **export_kwargs)
+    assert report.checked == "onnxruntime"
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto, full_check=True)
+    want = interpreter_outputs(content, inputs)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {i.name: a for i, a in zip(session.get_inputs(), inputs)})
+    assert_close(list(got), want, f"tflite onnx opset {opset}")
+    backend = tfless.load(path, backend="onnxruntime")
+    assert_close(backend.predict(inputs if len(inputs) > 1 else inputs[0], structured=False)
+                 if len(want) > 1 else [backend.predict(inputs if len(inputs) > 1 else inputs[0])],
+                 want, "tflite backend")
+    if keras_model is not None:
+        assert_close(list(got), [np.asarray(keras_model.predict(
+            inputs if len(inputs) > 1 else inputs[0], verbose=0))], "tflite onnx vs Keras")
+    assert verify_onnx(out).ok
+    return proto
+
+
+@pytest.mark.parametrize("route", ["keras", "export"])
+def test_tflite_cnn(route: str, tmp_path: Path) -> None:
+    from tests.formats.test_tflite import cnn, convert, tflite_ops
+
+    model = cnn()
+    content = convert(model, route, tmp=tmp_path)
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "MAX_POOL_2D", "AVERAGE_POOL_2D",
+            "PAD", "MEAN", "FULLY_CONNECTED"} <= tflite_ops(content)
+    tflite_export_and_compare(content, tmp_path, [rand(2, 16, 16, 3)], keras_model=model)
+
+
+@pytest.mark.parametrize("route", ["keras", "export"])
+def test_tflite_many_builtin_ops(route: str, tmp_path: Path) -> None:
+    from tests.formats.test_tflite import convert, misc_inputs, misc_ops, tflite_ops
+
+    model = misc_ops()
+    content = convert(model, route, tmp=tmp_path)
+    assert {"GATHER", "LESS", "SELECT_V2", "LEAKY_RELU", "PRELU", "ELU", "GELU", "BATCH_MATMUL",
+            "SQUARED_DIFFERENCE", "RSQRT", "SQRT", "POW", "MAXIMUM", "MINIMUM", "EXP", "LOG",
+            "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "EXPAND_DIMS", "STRIDED_SLICE", "SUM",
+            "REDUCE_MAX", "CONCATENATION", "SOFTMAX", "TANH", "LOGISTIC", "SHAPE", "PACK",
+            "RESHAPE"} <= tflite_ops(content)
+    loaded = tfless.load(_write(tmp_path, content))
+    x, tokens = misc_inputs(3)
+    ordered = [x if np.dtype(s.dtype).kind == "f" else tokens for s in loaded.inputs]
+    tflite_export_and_compare(content, tmp_path, ordered)
+
+
+def _write(tmp_path: Path, content: bytes) -> Path:
+    path = tmp_path / "probe.tflite"
+    path.write_bytes(content)
+    return path

@@ -170,6 +170,9 @@ class OnnxBuilder:
         self.values: dict[str, str] = {}
         self.masks: dict[str, str] = {}
         self._consts: dict[tuple, str] = {}
+        # converter-family caches: e.g. a TFLite constant read by several operators
+        # becomes one initializer
+        self.shared: dict[Any, str] = {}
         self._prefix = ""
 
     # names
@@ -195,7 +198,9 @@ class OnnxBuilder:
             if key in self._consts:
                 return self._consts[key]
         out = self.fresh(name)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(arr), out))
+        # (np.ascontiguousarray would turn a 0-d scalar into shape (1,))
+        arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
+        self.initializers.append(self.onnx.numpy_helper.from_array(arr, out))
         if weight:
             self.weight_names.add(out)
         if key is not None:

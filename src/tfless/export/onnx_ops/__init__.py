@@ -15,5 +15,6 @@ from . import (  # noqa: F401
     preprocessing,
     recurrent,
     reshaping,
+    tflite,
     tfop,
 )

@@ -46,9 +46,44 @@ def _gelu_tanh(b: OnnxBuilder, x: str) -> str:
     return b.op("Mul", [b.op("Mul", [b.f32(0.5), x]), b.op("Add", [b.f32(1), t])])
 
 
-def _squareplus(b: OnnxBuilder, x: str) -> str:
-    root = b.op("Sqrt", [b.op("Add", [b.op("Mul", [x, x]), b.f32(4)])])
+def squareplus(b: OnnxBuilder, x: str, shift: float = 4.0) -> str:
+    root = b.op("Sqrt", [b.op("Add", [b.op("Mul", [x, x]), b.f32(shift)])])
     return b.op("Div", [b.op("Add", [x, root]), b.f32(2)])
+
+
+def glu(b: OnnxBuilder, x: str, axis: int = -1) -> str:
+    """a * sigmoid(b) of the two halves of `axis` (the runtime refuses odd sizes at run time;
+    ONNX Split refuses them too)."""
+    half = b.op("Div", [b.op("Gather", [b.op("Shape", [x]), b.i64(axis)], axis=0), b.i64(2)])
+    sizes = b.op("Concat", [b.op("Unsqueeze", [half, b.i64([0])])] * 2, axis=0)
+    first, second = b.op("Split", [x, sizes], outputs=2, axis=axis)
+    return b.op("Mul", [first, b.op("Sigmoid", [second])])
+
+
+def _sparse_sigmoid(b: OnnxBuilder, x: str) -> str:
+    middle = b.op("Mul", [b.f32(0.5), b.op("Add", [x, b.f32(1)])])
+    upper = b.op("Where", [b.op("GreaterOrEqual", [x, b.f32(1)]), b.f32(1), middle])
+    return b.op("Where", [b.op("LessOrEqual", [x, b.f32(-1)]), b.f32(0), upper])
+
+
+def sparsemax(b: OnnxBuilder, x: str, axis: int = -1, rank: int | None = None) -> str:
+    """The runtime's sparsemax: sort descending (TopK over the whole axis), cumulative sums,
+    the support k and the threshold tau; max(x - tau, 0)."""
+    n = b.op("Gather", [b.op("Shape", [x]), b.i64([axis])], axis=0)
+    ordered = b.op("TopK", [x, n], outputs=2, axis=axis, largest=1, sorted=1)[0]
+    cumsum = b.op("CumSum", [ordered, b.const(np.int64(axis), "axis")])
+    r = b.cast(b.op("Range", [b.i64(1), b.op("Add", [b.op("Squeeze", [n]), b.i64(1)]),
+                              b.i64(1)]), np.float32)
+    if axis != -1 and (rank is None or axis != rank - 1):
+        if rank is None:
+            raise UnsupportedLayer("sparsemax over a non-last axis needs the input rank")
+        r = b.op("Unsqueeze", [r, b.i64(list(range(1, rank - axis % rank)))])
+    support = b.op("Greater", [b.op("Sub", [ordered, b.op("Div", [
+        b.op("Sub", [cumsum, b.f32(1)]), r])]), b.f32(0)])
+    k = b.reduce("ReduceSum", b.cast(support, np.float32), [axis])
+    total = b.reduce("ReduceSum", b.op("Where", [support, cumsum, b.f32(0)]), [axis])
+    tau = b.op("Div", [b.op("Sub", [total, b.f32(1)]), k])
+    return b.op("Max", [b.op("Sub", [x, tau]), b.f32(0)])
 
 
 def _sparse_plus(b: OnnxBuilder, x: str) -> str:
@@ -109,12 +144,15 @@ ACTIVATIONS: dict[str, Emit] = {
     "log_softmax": lambda b, x: b.op("LogSoftmax", [x], axis=-1),
     "softplus": _softplus,
     "softsign": lambda b, x: b.op("Softsign", [x]),
-    "squareplus": _squareplus,
+    "squareplus": squareplus,
     "sparse_plus": _sparse_plus,
     "soft_shrink": lambda b, x: b.op("Shrink", [x], lambd=0.5, bias=0.5),
     "hard_shrink": lambda b, x: b.op("Shrink", [x], lambd=0.5, bias=0.0),
     "exponential": lambda b, x: b.op("Exp", [x]),
     "mish": _times(lambda b, x: b.op("Tanh", [_softplus(b, x)])),
+    "glu": glu,
+    "sparse_sigmoid": _sparse_sigmoid,
+    "sparsemax": sparsemax,
 }
 
 

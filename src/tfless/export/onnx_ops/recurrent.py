@@ -186,9 +186,11 @@ def _emitters(b: OnnxBuilder, node: Node, layer: RecurrentLayer, prefix: str) ->
 
 def run_layer(b: OnnxBuilder, node: Node, layer: RecurrentLayer, prefix: str, x: str,
               mask: str | None, initial: list[str] | None,
-              zero_output_for_mask: bool | None = None) -> list[str]:
-    """The runtime's RecurrentLayer.run as ONNX: [output, *final states if return_state]."""
-    cells = _emitters(b, node, layer, prefix)
+              zero_output_for_mask: bool | None = None,
+              cells: list[Any] | None = None) -> list[str]:
+    """The runtime's RecurrentLayer.run as ONNX: [output, *final states if return_state].
+    `cells`: emitters to use instead of those of `layer.cell` (TFLite's fused LSTM)."""
+    cells = cells or _emitters(b, node, layer, prefix)
     if layer.time_major:
         x = b.op("Transpose", [x], perm=[1, 0, 2])
         mask = None if mask is None else b.op("Transpose", [mask], perm=[1, 0])

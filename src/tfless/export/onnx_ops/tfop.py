@@ -22,7 +22,7 @@ from ...errors import UnsupportedLayer
 from ...graph import Node
 from ...ops import tfop as rt
 from ..onnx import OnnxBuilder, converter
-from .activations import ACTIVATIONS, softmax
+from .activations import ACTIVATIONS, glu, relu, softmax, sparsemax, squareplus
 
 INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
 TENSOR = "__tensor__"
@@ -564,6 +564,49 @@ def _k3_einsum(config: dict) -> Emit:
     return emit
 
 
+def _k3_activation(emit: Callable[..., str], **defaults: Any) -> Maker:
+    """A keras.ops activation node whose options (`axis`, `alpha`, ...) sit in the config,
+    with the keras.ops defaults (as `ops.tfop._k3_activation`)."""
+    def make(config: dict) -> Emit:
+        options = {k: config.get(k, v) for k, v in defaults.items()}
+
+        def run(c: Ctx, x: Any) -> Sym:
+            t = c.tensor(x)
+            return Sym(emit(c, t, **options), t.dtype, t.rank)
+
+        return run
+
+    return make
+
+
+def _named(name: str) -> Maker:
+    return _k3_activation(lambda c, x: ACTIVATIONS[name](c.b, x.name))
+
+
+def _log_softmax_k3(c: Ctx, x: Sym, axis: Any) -> str:
+    axes = _axes(c, -1 if axis is None else axis)
+    if len(axes) == 1:
+        return c.b.op("LogSoftmax", [x.name], axis=axes[0])
+    shifted = c.b.op("Sub", [x.name, c.b.reduce("ReduceMax", x.name, axes)])
+    total = c.b.reduce("ReduceSum", c.b.op("Exp", [shifted]), axes)
+    return c.b.op("Sub", [shifted, c.b.op("Log", [total])])
+
+
+def _shrink(c: Ctx, x: Sym, threshold: float, soft: bool) -> str:
+    t = float(threshold)
+    return c.b.op("Shrink", [x.name], lambd=t, bias=t if soft else 0.0)
+
+
+def _threshold(c: Ctx, x: Sym, threshold: float, default_value: float) -> str:
+    keep = c.op("Greater", [x, c.const(float(threshold), x)], bool)
+    return c.b.op("Where", [keep.name, x.name, c.const(float(default_value), x).name])
+
+
+def _axis_of(c: Ctx, x: Sym, axis: Any) -> int:
+    a = int(axis)
+    return a if a < 0 else a - c.rank_of(x)  # negative axes need no rank in the emitters
+
+
 KERAS_OPS: dict[str, Maker] = {
     "Add": _k3_binary("add"), "Subtract": _k3_binary("subtract"),
     "Multiply": _k3_binary("multiply"),
@@ -583,6 +626,29 @@ KERAS_OPS: dict[str, Maker] = {
     "Relu": _k3_unary("relu"), "Relu6": _k3_unary("relu6"),
     "Softplus": _k3_unary("softplus"), "Silu": _k3_unary("silu"),
     "Softmax": lambda config: (lambda c, x: _softmax_on(c, c.tensor(x), config.get("axis", -1))),
+    "LogSoftmax": _k3_activation(_log_softmax_k3, axis=-1),
+    "Gelu": _k3_activation(lambda c, x, approximate: ACTIVATIONS[
+        "gelu_approximate" if approximate else "gelu"](c.b, x.name), approximate=True),
+    "Elu": _k3_activation(lambda c, x, alpha: c.b.op("Elu", [x.name], alpha=float(alpha)),
+                          alpha=1.0),
+    "Celu": _k3_activation(lambda c, x, alpha: c.b.op("Celu", [x.name], alpha=float(alpha)),
+                           alpha=1.0),
+    "Selu": _named("selu"),
+    "LeakyRelu": _k3_activation(lambda c, x, negative_slope: relu(
+        c.b, x.name, negative_slope=float(negative_slope)), negative_slope=0.2),
+    "HardSigmoid": _named("hard_sigmoid"), "HardSilu": _named("hard_silu"),
+    "LogSigmoid": _named("log_sigmoid"), "Softsign": _named("softsign"),
+    "SparsePlus": _named("sparse_plus"), "SparseSigmoid": _named("sparse_sigmoid"),
+    "Squareplus": _k3_activation(lambda c, x, b: squareplus(c.b, x.name, float(b)), b=4),
+    "TanhShrink": _named("tanh_shrink"), "HardTanh": _named("hard_tanh"),
+    "SoftShrink": _k3_activation(lambda c, x, threshold: _shrink(c, x, threshold, True),
+                                 threshold=0.5),
+    "HardShrink": _k3_activation(lambda c, x, threshold: _shrink(c, x, threshold, False),
+                                 threshold=0.5),
+    "Glu": _k3_activation(lambda c, x, axis: glu(c.b, x.name, _axis_of(c, x, axis)), axis=-1),
+    "Sparsemax": _k3_activation(lambda c, x, axis: sparsemax(
+        c.b, x.name, _axis_of(c, x, axis), c.rank_of(x)), axis=-1),
+    "Threshold": _k3_activation(_threshold, threshold=0.0, default_value=0.0),
     "Sum": _k3_reduce("sum"), "Mean": _k3_reduce("mean"), "Max": _k3_reduce("max"),
     "Min": _k3_reduce("min"), "Prod": _k3_reduce("prod"),
     "Any": _k3_reduce("any"), "All": _k3_reduce("all"),
@@ -596,6 +662,8 @@ KERAS_OPS: dict[str, Maker] = {
     "ExpandDims": lambda config: (lambda c, x: _expand(c, c.tensor(x), config.get("axis"))),
     "Squeeze": lambda config: (lambda c, x: _squeeze_on(c, c.tensor(x), config.get("axis"))),
     "Cast": lambda config: (lambda c, x: _cast_to(c, x, config.get("dtype"))),
+    "ConvertToTensor": lambda config: (lambda c, x: c.tensor(x) if config.get("dtype") is None
+                                       else _cast_to(c, x, config["dtype"])),
     "Clip": lambda config: (lambda c, x: _clip(c, x, config.get("x_min"), config.get("x_max"))),
     "Where": _k3_where,
     "Einsum": _k3_einsum,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -339,3 +340,73 @@ def test_masks_reaching_other_layers_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedLayer, match="'pool' \\(GlobalAveragePooling1D\\): a Keras mask"):
         export_c(loaded, tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+def test_static_library_called_from_c_and_cpp(tmp_path: Path) -> None:
+    K = keras_module("keras3")
+    inp = K.Input((6, 6, 2))
+    h = K.layers.Conv2D(3, 3, activation="relu")(inp)
+    model = K.Model(inp, K.layers.Dense(4, activation="softmax")(K.layers.Flatten()(h)))
+    randomize_weights(model)
+    out = tmp_path / "c"
+    export_c(tfless.load(save(model, tmp_path)), out)
+    subprocess.run(["make", "-s", "libmodel.a"], cwd=out, check=True, env=CLEAN_ENV)
+    x = rand(1, 6, 6, 2)
+    want = keras_predict(model, x)[0]
+    (tmp_path / "x.f32").write_bytes(x.astype("<f4").tobytes())
+    c_program = """\
+#include <stdio.h>
+#include "model.h"
+int main(int argc, char** argv) {
+    static float in[MODEL_INPUT_SIZE], out[MODEL_OUTPUT_SIZE];
+    FILE* f = fopen(argv[1], "rb");
+    if (argc < 2 || !f || fread(in, sizeof in, 1, f) != 1) return 3;
+    fclose(f);
+    if (model_predict(in, out) != 0) return 1;
+    for (int i = 0; i < MODEL_OUTPUT_SIZE; ++i) printf("%.9g\\n", out[i]);
+    return 0;
+}
+"""
+    cpp_program = """\
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include "model.h"
+int main(int argc, char** argv) {
+    std::array<float, MODEL_INPUT_SIZE> in{};
+    std::array<float, MODEL_OUTPUT_SIZE> out{};
+    std::ifstream f(argv[argc - 1], std::ios::binary);
+    if (!f.read(reinterpret_cast<char*>(in.data()), sizeof(float) * in.size())) return 3;
+    if (model_predict(in.data(), out.data()) != 0) return 1;
+    for (float v : out) std::printf("%.9g\\n", v);
+    return 0;
+}
+"""
+    (tmp_path / "use.c").write_text(c_program)
+    (tmp_path / "use.cpp").write_text(cpp_program)
+    compilers = [["cc", "-O2", "-Wall", "-Werror", "-std=c99", "-pedantic", "use.c"],
+                 ["c++", "-O2", "-Wall", "-Werror", "-std=c++11", "use.cpp"]]
+    for i, compiler in enumerate(compilers):
+        exe = tmp_path / f"use{i}"
+        subprocess.run([*compiler, "-I", str(out), str(out / "libmodel.a"), "-lm", "-o", str(exe)],
+                       cwd=tmp_path, check=True, env=CLEAN_ENV)
+        done = subprocess.run([str(exe), str(tmp_path / "x.f32")], capture_output=True,
+                              text=True, check=True, env=CLEAN_ENV)
+        got = np.array([float(v) for v in done.stdout.split()], np.float32)
+        assert_close(got[None], [want], compiler[0])
+
+
+def test_command_line_errors_are_one_line_and_write_nothing(tmp_path: Path) -> None:
+    K = keras_module("keras3")
+    inp = K.Input((6, 4))
+    model = K.Model(inp, K.layers.MultiHeadAttention(2, 4, name="att")(inp, inp))
+    path = save(model, tmp_path)
+    (tmp_path / "a_file").write_text("")
+    supported = save(K.Model(inp, K.layers.Dense(2)(inp)), tmp_path, "dense.keras")
+    for model_path, out, message in [(path, tmp_path / "c", "'att' (MultiHeadAttention)"),
+                                      (supported, tmp_path / "a_file", "is a file")]:
+        done = subprocess.run([sys.executable, "-m", "tfless.cli", "export", str(model_path),
+                               "-f", "c", "-o", str(out)], capture_output=True, text=True)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "c").exists() and (tmp_path / "a_file").read_text() == ""

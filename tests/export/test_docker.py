@@ -81,7 +81,41 @@ def test_container_command_serves_outside_docker(tmp_path: Path, model_file: Pat
                 time.sleep(0.5)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/iris", timeout=5) as r:
             assert b"AVAILABLE" in r.read()
+        # the image's HEALTHCHECK command, as Docker runs it (shell form, continuations joined)
+        assert run_healthcheck(tmp_path / "ctx" / "Dockerfile", port, env) == 0
     finally:
         proc.terminate()
         proc.wait(timeout=20)
     assert shlex.split(shell)[:3] == ["exec", "tfless", "serve"]
+    assert run_healthcheck(tmp_path / "ctx" / "Dockerfile", port, env) != 0  # server gone
+
+
+def run_healthcheck(dockerfile: Path, port: int, env: dict[str, str]) -> int:
+    text = dockerfile.read_text().replace("\\\n", "")
+    line = next(s for s in text.splitlines() if s.startswith("HEALTHCHECK "))
+    command = line.split(" CMD ", 1)[1].replace(":8501/", f":{port}/")
+    return subprocess.run(["/bin/sh", "-c", command], env=env, capture_output=True,
+                          timeout=30).returncode
+
+
+def test_wheel_is_copied_and_installed(tmp_path: Path, model_file: Path) -> None:
+    wheel = tmp_path / "tfless-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK")
+    export_docker(model_file, tmp_path / "ctx", wheel=wheel)
+    text = (tmp_path / "ctx" / "Dockerfile").read_text()
+    assert f"COPY {wheel.name} /tmp/" in text and f"pip install --no-cache-dir /tmp/{wheel.name}" in text
+    assert (tmp_path / "ctx" / wheel.name).read_bytes() == b"PK"
+    assert f"!{wheel.name}" in (tmp_path / "ctx" / ".dockerignore").read_text().splitlines()
+
+
+def test_refusals_are_one_line_and_write_nothing(tmp_path: Path, model_file: Path) -> None:
+    (tmp_path / "a_file").write_text("")
+    for extra, message in [(["-o", str(tmp_path / "ctx"), "--wheel", str(tmp_path / "no.whl")],
+                            "not a wheel file"),
+                           (["-o", str(tmp_path / "a_file")], "is a file"),
+                           (["-o", str(tmp_path / "ctx"), "--model-name", "a b"], "model name")]:
+        done = subprocess.run([sys.executable, "-m", "tfless.cli", "export", str(model_file), "-f",
+                               "docker", *extra], capture_output=True, text=True)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert message in done.stderr
+    assert not (tmp_path / "ctx").exists() and (tmp_path / "a_file").read_text() == ""

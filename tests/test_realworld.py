@@ -65,13 +65,94 @@ def test_non_models_fail_clearly(file_id: str) -> None:
 
 
 @pytest.mark.parametrize("file_id", sorted(EXPECTED_ERRORS))
-def test_cli_reports_non_models_in_one_line(file_id: str, tmp_path: Path) -> None:
+def test_cli_reports_non_models_in_one_line(file_id: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     from tfless.cli import main
 
     row = next(r for r in ROWS if r["id"] == file_id)
+    words = EXPECTED_ERRORS[file_id][1]
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((1, 4), np.float32))
     assert main(["predict", str(_file(row)), "-i", str(x)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and _file(row).name in err and words in err
+
+
+@pytest.mark.parametrize("row", WITH_REF, ids=[r["id"] for r in WITH_REF])
+def test_cli_predict_matches_keras(row: dict[str, str], tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`tfless predict FILE -i x -o y` as a user runs it: .npy for one input (.npz keyed by
+    input name otherwise) in, .npz out keyed by output name; `inspect` describes the file."""
+    from tfless.cli import main
+
+    xs, ys = _reference(row)
+    path = _file(row)
+    names = [s.name for s in tfless.load(path).inputs]
+    x = tmp_path / ("x.npy" if len(xs) == 1 else "x.npz")
+    if len(xs) == 1:
+        np.save(x, xs[0])
+    else:
+        np.savez(x, **dict(zip(names, xs)))
+    out = tmp_path / "y.npz"
+    assert main(["predict", str(path), "-i", str(x), "-o", str(out)]) == 0
+    with np.load(out) as z:
+        assert_close([z[k] for k in z.files], ys, f"realworld {row['id']} via the CLI")
+    assert main(["inspect", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert f"file:          {path}" in printed and "unsupported:   none" in printed
+    assert "Total params" in printed
+
+
+def test_cli_json_in_and_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """JSON inputs ({input name: nested lists}) and JSON outputs on stdout or in a file."""
+    import json
+
+    from tfless.cli import main
+
+    row = next(r for r in ROWS if r["id"] == "10")  # Keras 3 .h5 seq2seq, int token inputs
+    xs, ys = _reference(row)
+    path = _file(row)
+    name = tfless.load(path).inputs[0].name
+    x = tmp_path / "x.json"
+    x.write_text(json.dumps({name: xs[0].tolist()}))
+    assert main(["predict", str(path), "-i", str(x)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    got = [np.asarray(v, np.float32) for v in printed["outputs"].values()]
+    assert_close(got, ys, "JSON on stdout")
+    out = tmp_path / "y.json"
+    assert main(["predict", str(path), "-i", str(x), "-o", str(out)]) == 0
+    got = [np.asarray(v, np.float32) for v in json.loads(out.read_text())["outputs"].values()]
+    assert_close(got, ys, "JSON file")
+
+
+NO_REF_LOADABLE = [r["id"] for r in ROWS if not r["ref"] and r["id"] not in ("26", "27", "28")]
+
+
+@pytest.mark.parametrize("file_id", NO_REF_LOADABLE)
+def test_cli_inspect_files_keras_cannot_open(file_id: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from tfless.cli import main
+
+    path = _file(next(r for r in ROWS if r["id"] == file_id))
+    assert main(["inspect", str(path)]) == 0
+    assert "unsupported:   none" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("file_id", sorted(EXPECTED_ERRORS))
+def test_cli_inspect_non_models(file_id: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """inspect names the problem in one line, or (a Lambda model) describes the file and
+    lists the layer it cannot run."""
+    from tfless.cli import main
+
+    path = _file(next(r for r in ROWS if r["id"] == file_id))
+    code = main(["inspect", str(path)])
+    captured = capsys.readouterr()
+    if file_id == "27":
+        assert code == 0
+        assert "unsupported:   Lambda" in captured.out and "shape unknown" in captured.out
+    else:
+        assert code == 2
+        assert captured.err.count("\n") == 1 and path.name in captured.err
+        assert EXPECTED_ERRORS[file_id][1] in captured.err
 
 
 # Files Keras itself no longer opens: the reference comes from rebuilding the model with

@@ -43,7 +43,8 @@ def describe(path: str, weights: str | None = None, as_json: bool = False) -> st
         "inputs:",
         *[f"  {s['name']}: shape {tuple(s['shape'])} {s['dtype']}" for s in info["inputs"]],
         "outputs:",
-        *[f"  {s['name']}: shape {tuple(s.get('shape', ()))} {s.get('dtype', '')}"
+        *[f"  {s['name']}: shape {tuple(s['shape'])} {s['dtype']}" if "shape" in s
+          else f"  {s['name']}: shape unknown (the model has unsupported layers)"
           for s in info["outputs"]],
         f"parameters:    {info['parameters']:,}",
         f"unsupported:   {', '.join(unsupported) or 'none'}",

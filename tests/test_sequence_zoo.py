@@ -225,3 +225,39 @@ def test_structured_predict_matches_keras(api: str) -> None:
                 assert [len(g) for g in got] == [2, 1]
                 for g, w in zip(got, want_n):
                     assert_close(list(g), [np.asarray(v) for v in w], f"nested {fmt}")
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_public_api_on_the_tagger(api: str, tmp_path: Path) -> None:
+    """Model.inputs/.outputs (name, shape with free batch, dtype), summary() with Keras's
+    parameter count, and predict given a dict, a list in input order, or in batches."""
+    K = keras_module(api)
+    model = _two_headed_tagger(K, api)
+    randomize_weights(model)
+    path = tmp_path / "tagger.h5"
+    model.save(path)
+    loaded = tfless.load(path)
+    # inputs are named by their InputLayer, in Keras's order (Keras 3 sorts dict keys)
+    assert [s.name for s in loaded.inputs] == [t.name for t in model.inputs]
+    by_name = {s.name: s for s in loaded.inputs}
+    assert (by_name["tokens"].shape, by_name["tokens"].dtype) == ((None, MAXLEN), "int32")
+    assert (by_name["feats"].shape, by_name["feats"].dtype) == ((None, MAXLEN, 2), "float32")
+    outs = {s.name: s for s in loaded.outputs}
+    assert set(outs) == {"tags", "score"}
+    assert outs["tags"].shape == (None, MAXLEN, 3) and outs["score"].shape == (None, 1)
+    assert all(s.dtype == "float32" for s in loaded.outputs)
+
+    table = loaded.summary()
+    assert f"Total params: {model.count_params():,}" in table
+    for layer in ("tags", "score"):
+        assert f"{layer} (" in table
+
+    x = _tagger_inputs(api)
+    want = loaded.predict(x)
+    keys = {"tokens": "z_ids", "feats": "a_feats"} if api == "keras3" else {}
+    ordered = [x[keys.get(s.name, s.name)] for s in loaded.inputs]
+    by_layer = {s.name: x[keys.get(s.name, s.name)] for s in loaded.inputs}
+    for got in (loaded.predict(ordered), loaded.predict(by_layer), loaded.predict(x, batch_size=3)):
+        assert list(got) == list(want)
+        for key in want:  # batches may round differently in BLAS: within tolerance
+            assert_close(got[key], [want[key]], f"{api} {key}")

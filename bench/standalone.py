@@ -146,6 +146,7 @@ def build_tfless(model: Path, out: Path, onedir: bool) -> tuple[Path | str, floa
 
 
 def build_tf_route(model: Path, work: Path, onedir: bool, timeout: float) -> tuple[Path | str, float]:
+    work.mkdir(parents=True, exist_ok=True)
     script = work / "tf_predict.py"
     script.write_text(TF_SCRIPT)
     kind = "onedir" if onedir else "onefile"

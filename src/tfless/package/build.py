@@ -218,5 +218,5 @@ def register_cli(sub: Any) -> None:
                    help="a directory with the executable and its libraries (faster start)")
     p.add_argument("--weights", help="weights .h5 for an architecture JSON file")
     p.add_argument("--with-serve", action="store_true",
-                   help="include the HTTP server, so that `NAME serve` works (about +4 MB)")
+                   help="include the HTTP server, so that `NAME serve` works (about +5 MB)")
     p.set_defaults(handler=cmd_build)

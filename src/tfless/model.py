@@ -239,12 +239,28 @@ def load(path: str | Path, weights: str | Path | None = None, *,
          optimize: bool | Sequence[str] = True, backend: str = "numpy") -> Model:
     """Load a Keras model file (.keras, .h5, or architecture .json with `weights=`).
     `optimize`: run all graph passes (True), none (False) or the named ones."""
-    if backend != "numpy":
-        from .backends import load_backend
+    graph = read_graph(path, weights)
+    try:
+        if backend != "numpy":
+            from .backends import load_backend
 
-        return load_backend(backend, read_graph(path, weights), optimize=optimize)
-    return Model(read_graph(path, weights), optimize=optimize,
-                 reread=_reader(Path(path), None if weights is None else Path(weights)))
+            return load_backend(backend, graph, optimize=optimize)
+        return Model(graph, optimize=optimize,
+                     reread=_reader(Path(path), None if weights is None else Path(weights)))
+    except TflessError as exc:
+        raise _naming_file(exc, path) from exc
+
+
+def _naming_file(exc: TflessError, path: str | Path) -> TflessError:
+    """The same error with the file's name in front, if the layer that raised it could not
+    know the file (ops see only their config and weights)."""
+    message = str(exc)
+    if str(path) in message or Path(path).name in message:
+        return exc
+    try:
+        return type(exc)(f"{path}: {message}")
+    except TypeError:  # an error class with its own constructor (MissingExtra)
+        return exc
 
 
 def _reader(path: Path, weights: Path | None) -> Callable[[], Graph]:

@@ -266,3 +266,66 @@ def test_cli_error_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "noise.keras" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ----- configs that are JSON but not what Keras writes ---------------------------------------
+def _config_of(small: Path) -> dict:
+    with zipfile.ZipFile(small) as z:
+        return json.loads(z.read("config.json"))
+
+
+def _probs(config: dict) -> dict:
+    return next(layer for layer in config["config"]["layers"] if layer["config"]["name"] == "probs")
+
+
+def _input_layer(config: dict) -> dict:
+    return next(layer for layer in config["config"]["layers"] if layer["class_name"] == "InputLayer")
+
+
+def _edited(config: dict, edit) -> bytes:
+    edit(config)
+    return json.dumps(config).encode()
+
+
+MALFORMED = {
+    "deep_nesting": (lambda c: b"[" * 100_000 + b"]" * 100_000, tfless.ModelFormatError,
+                     "config.json is not valid JSON"),
+    "layers_null": (lambda c: _edited(c, lambda c: c["config"].update(layers=None)),
+                    tfless.ModelFormatError, "malformed model config"),
+    "negative_input_dim": (lambda c: _edited(c, lambda c: _input_layer(c)["config"].update(
+        batch_shape=[None, -4])), tfless.ModelFormatError, "negative dimension"),
+    "units_not_a_number": (lambda c: _edited(c, lambda c: _probs(c)["config"].update(units="many")),
+                           tfless.TflessError, "layer 'probs'"),
+    "activation_not_a_name": (lambda c: _edited(c, lambda c: _probs(c)["config"].update(activation=42)),
+                              tfless.UnsupportedLayer, "activation 42"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_config_names_the_file(case: str, small_model: dict[str, Path],
+                                         tmp_path: Path) -> None:
+    make, error, words = MALFORMED[case]
+    bad = tmp_path / f"{case}.keras"
+    _keras_zip(bad, small_model["keras"], {"config.json": make(_config_of(small_model["keras"]))})
+    with pytest.raises(error, match=words) as info:
+        tfless.load(bad)
+    assert bad.name in str(info.value)
+
+
+def test_deeply_nested_h5_config(small_model: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "deep.h5"
+    bad.write_bytes(small_model["h5"].read_bytes())
+    with h5py.File(bad, "r+") as f:
+        f.attrs["model_config"] = "[" * 100_000
+    with pytest.raises(tfless.ModelFormatError, match="deep.h5: model_config attribute is not valid"):
+        tfless.load(bad)
+
+
+def test_weight_name_without_dataset(small_model: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "dangling.h5"
+    bad.write_bytes(small_model["h5"].read_bytes())
+    with h5py.File(bad, "r+") as f:
+        f["model_weights"]["probs"].attrs["weight_names"] = [b"probs/kernel", b"probs/ghost"]
+    with pytest.raises(tfless.ModelFormatError, match="dangling.h5: layer 'probs' lists weight "
+                       "'probs/ghost'.*no such dataset"):
+        tfless.load(bad)

@@ -56,7 +56,7 @@ def read_json_architecture(path: Path, weights: str | Path | None,
         raise ModelFormatError(f"{path}: JSON file is larger than the config size limit")
     try:
         model: Any = json.loads(path.read_text(encoding="utf8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFormatError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(model, dict) or "class_name" not in model:
         raise ModelFormatError(f"{path}: JSON is not a Keras model architecture (no class_name)")

@@ -34,7 +34,7 @@ def _config(f: h5py.File, path: Path) -> dict[str, Any] | None:
         return None
     try:
         model = json.loads(decode_attr(raw))
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (json.JSONDecodeError, TypeError, RecursionError) as exc:
         raise ModelFormatError(f"{path}: model_config attribute is not valid JSON: {exc}") from exc
     if not isinstance(model, dict):
         raise ModelFormatError(f"{path}: model_config is not a JSON object")

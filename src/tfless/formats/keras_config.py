@@ -54,7 +54,10 @@ def _shape(value: Any) -> tuple[int | None, ...] | None:
         value = value["shape"]
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
         value = value[0]
-    return tuple(None if d is None else int(d) for d in value)
+    shape = tuple(None if d is None else int(d) for d in value)
+    if any(d is not None and d < 0 for d in shape):
+        raise ModelFormatError(f"input shape {list(value)} has a negative dimension")
+    return shape
 
 
 class _Call:
@@ -91,7 +94,17 @@ class GraphBuilder:
             raise ModelFormatError(
                 f"{self.where}: top-level object is '{cls}', not a Sequential or Functional model"
             )
-        specs, outputs, out_names = self._model(model, (), (), None)
+        try:
+            specs, outputs, out_names = self._model(model, (), (), None)
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:
+            # a config that is JSON but not shaped like Keras's (a field of the wrong type
+            # or missing): report it against the file instead of as a crash
+            raise ModelFormatError(f"{self.where}: malformed model config: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+        except ModelFormatError as exc:
+            if self.where in str(exc):
+                raise
+            raise ModelFormatError(f"{self.where}: {exc}") from exc
         self._load_weights()
         if cls != "Sequential" and isinstance(model.get("config"), dict):
             meta = {**meta, **nested_io(model["config"])}

@@ -52,7 +52,7 @@ def _read_json(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limits: L
         raise UnsafeModelError(f"{path}: {info.filename} is larger than the config size limit")
     try:
         return json.loads(zf.read(info).decode("utf8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFormatError(f"{path}: {info.filename} is not valid JSON: {exc}") from exc
 
 

@@ -82,7 +82,7 @@ def _metadata(path: Path, limits: Limits) -> Any:
 def _root_config(root: Any, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         info = json.loads(root.metadata)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ModelFormatError(f"{where}: root metadata is not valid JSON: {exc}") from exc
     if not isinstance(info, dict):
         raise ModelFormatError(f"{where}: root metadata is not a JSON object")
@@ -153,7 +153,7 @@ def read_savedmodel(path: Path, lenient: bool = False, limits: Limits = DEFAULT_
     for entry in metadata.nodes:
         try:
             names[entry.node_id] = str(json.loads(entry.metadata).get("name"))
-        except (json.JSONDecodeError, AttributeError) as exc:
+        except (json.JSONDecodeError, AttributeError, RecursionError) as exc:
             raise ModelFormatError(f"{path}: metadata of {entry.node_path} is not a JSON "
                                    f"object: {exc}") from exc
     source = SavedModelWeights(_layer_variables(graph, names, str(path)), bundle, str(path))

@@ -102,6 +102,12 @@ class LegacyH5Weights:
             return []
         g = self.group[layer]
         names = read_chunked_attr(g, "weight_names")
+        missing = [n for n in names if n not in g]
+        if missing:
+            raise ModelFormatError(
+                f"{self.where}: layer '{layer}' lists weight '{missing[0]}' in its weight_names "
+                "attribute, but the file holds no such dataset: the file is corrupt"
+            )
         return [(n, self.reader.read(g[n], f"{layer}/{n}")) for n in names]
 
     def layer_weights(self, ref: LayerRef) -> NamedArrays:

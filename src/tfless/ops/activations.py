@@ -192,7 +192,10 @@ def activation_name(spec: Any) -> str:
 
 def get_activation(spec: Any, layer: str = "") -> Fn:
     """The NumPy function for a config's `activation` value."""
-    name = activation_name(spec)
+    try:
+        name = activation_name(spec)
+    except UnsupportedLayer as exc:
+        raise UnsupportedLayer(f"layer '{layer}': {exc}" if layer else str(exc)) from None
     try:
         return ACTIVATIONS[name]
     except KeyError:

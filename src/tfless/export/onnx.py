@@ -118,8 +118,19 @@ class TensorFacts:
     dtypes: dict[str, np.dtype]
 
 
+def model_batch(graph: Graph) -> int | None:
+    """The batch size the model fixes (every input declares the same one, e.g. a stateful
+    RNN's batch_shape or a .tflite file without a free batch), else None."""
+    sizes = {s.shape[0] if s.shape else None for s in graph.inputs}
+    if len(sizes) == 1:
+        size = sizes.pop()
+        return int(size) if isinstance(size, (int, np.integer)) else None
+    return None
+
+
 def _probe_inputs(graph: Graph, size: int) -> list[np.ndarray]:
-    return [np.zeros((1,) + tuple(size if d is None else d for d in s.shape[1:]),
+    batch = model_batch(graph) or 1
+    return [np.zeros((batch,) + tuple(size if d is None else d for d in s.shape[1:]),
                      dtype=_np_dtype(s.dtype, s.name)) for s in graph.inputs]
 
 
@@ -368,6 +379,8 @@ def graph_to_onnx(graph: Graph, opset: int = DEFAULT_OPSET, batch: int | None = 
                          f"(the newest the installed onnx {onnx.__version__} supports)")
     if batch is not None and batch < 1:
         raise InputError(f"batch must be 'dynamic' or a positive integer, got {batch}")
+    if batch is None:  # "dynamic" keeps a batch the model itself fixes
+        batch = model_batch(graph)
     _check_supported(graph)
     if len(set(graph.output_names)) != len(graph.output_names):
         raise ModelFormatError(f"model output names are not unique: {graph.output_names}")
@@ -561,6 +574,7 @@ def build_onnx(model: Any, opset: int = DEFAULT_OPSET, batch: int | None = None,
     onnx = require_onnx()
     model = _as_model(model)
     graph = model.graph
+    batch = batch or model_batch(graph)
     proto, weight_names = graph_to_onnx(graph, opset, batch, plan=model.plan)
     meta = graph.meta
     if test_input is None:

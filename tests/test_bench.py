@@ -84,3 +84,15 @@ def test_table_marks_missing_and_failed_cells() -> None:
     assert "| m | 1 / 2 | 40 / 50 | 4 / 5 | n/a" in re.sub(" +", " ", text)
     assert "0.025" in text and "met" in text  # 1 ms / 40 ms
     assert "- m TF Keras: failed: boom" in text
+
+
+def test_table_reports_a_busy_machine() -> None:
+    res = ModelResult("m", "m.keras", 10, cold={}, latency={}, throughput={}, memory={})
+    sides = {"tfless": None, "tf": None, "ort": None, "litert": None}
+    cpus = os.cpu_count() or 1
+    quiet = format_tables([res], Settings.quick(), sides, with_footprint=False, loads=[0.1, 0.2])
+    assert f"Load average (1 min) during the run: 0.1 to 0.2 on {cpus} CPUs" in quiet
+    assert "busy" not in quiet
+    busy = format_tables([res], Settings.quick(), sides, with_footprint=False,
+                         loads=[0.1, 3.0 * cpus])
+    assert "the machine was busy with other work" in busy

@@ -531,9 +531,24 @@ def machine_line(settings: Settings) -> str:
             f"{', '.join(versions)}; {thread_text}")
 
 
+def load_line(loads: Sequence[float]) -> list[str]:
+    """The 1-minute load averages seen during the run: other processes on the cores distort
+    every BLAS-bound figure (OpenBLAS threads spin when oversubscribed)."""
+    if not loads:
+        return []
+    cpus = os.cpu_count() or 1
+    line = (f"Load average (1 min) during the run: {min(loads):.1f} to {max(loads):.1f} on "
+            f"{cpus} CPUs")
+    if max(loads) > 0.75 * cpus:
+        line += (" -- the machine was busy with other work: treat the ratios as rough and "
+                 "rerun on a quiet machine")
+    return [line, ""]
+
+
 def format_tables(results: list[ModelResult], settings: Settings,
-                  sides: dict[str, str | None], with_footprint: bool = True) -> str:
-    out = [machine_line(settings), ""]
+                  sides: dict[str, str | None], with_footprint: bool = True,
+                  loads: Sequence[float] = ()) -> str:
+    out = [machine_line(settings), "", *load_line(loads)]
     missing = [f"{SIDE_LABEL[s]}: {why}" for s, why in sides.items() if why]
     if missing:
         out += ["Skipped columns: " + "; ".join(missing), ""]
@@ -610,12 +625,15 @@ def run_bench(models: Sequence[tuple[str, Path, int | None]], settings: Settings
     """Measure each (name, path, token_range) model on every available side; the tables."""
     sides = available_sides()
     results = []
+    loads = [os.getloadavg()[0]]
     for name, path, token_range in models:
         log(f"[bench] {name}: preparing inputs and ONNX export")
         spec = prepare(name, Path(path), settings, token_range)
         results.append(measure(spec, settings, sides, log))
-        log(f"[bench] {name} done: " + json.dumps(results[-1].__dict__, default=str))
-    return format_tables(results, settings, sides, with_footprint)
+        loads.append(os.getloadavg()[0])
+        log(f"[bench] {name} done (load {loads[-1]:.1f}): "
+            + json.dumps(results[-1].__dict__, default=str))
+    return format_tables(results, settings, sides, with_footprint, loads)
 
 
 def cmd_bench(args: Any) -> int:

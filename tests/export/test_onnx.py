@@ -818,6 +818,10 @@ K3_OP_CASES = [
     ("glu_sparsemax", lambda ops, a, b: ops.concatenate([
         ops.glu(a), ops.glu(b, axis=1)[:, :, :3], ops.sparsemax(a * 3)[:, :2, :3],
         ops.sparsemax(b * 3, axis=1)[:, :2, :3]], axis=1)),
+    ("math_more", lambda ops, a, b: ops.floor(a * 3) + ops.ceil(b * 3) + ops.round(a * 4)
+     + ops.sign(b) + ops.log1p(ops.abs(a)) + ops.expm1(b) + ops.sin(a) + ops.cos(b)
+     + ops.ones_like(a) - ops.zeros_like(b) + ops.cast(ops.ones_like(a, dtype="bool"), "float32")
+     + ops.floor(ops.cast(b * 5, "int32")) + ops.cast(ops.sign(ops.cast(a * 5, "int32")), "float32")),
     ("any_all", lambda ops, a, b: ops.cast(ops.any(a > 0.5, axis=-1), "float32")
      + ops.cast(ops.all(b < 0.5, axis=1, keepdims=True), "float32")[:, 0, :4]),
 ]

@@ -607,6 +607,31 @@ def _axis_of(c: Ctx, x: Sym, axis: Any) -> int:
     return a if a < 0 else a - c.rank_of(x)  # negative axes need no rank in the emitters
 
 
+def _fill_like(value: int) -> Maker:
+    def make(config: dict) -> Emit:
+        def emit(c: Ctx, x: Any) -> Sym:
+            t = c.tensor(x)
+            dtype = t.dtype if config.get("dtype") is None else rt._dtype(config["dtype"])
+            fill = c.b.onnx.numpy_helper.from_array(np.full((1,), value, dtype), "value")
+            return Sym(c.b.op("ConstantOfShape", [c.b.op("Shape", [t.name])], value=fill),
+                       np.dtype(dtype), t.rank)
+
+        return emit
+
+    return make
+
+
+def _float_unary(emit: Callable[[OnnxBuilder, str], str]) -> Maker:
+    """keras.ops math on floats; integers are computed in float32 (`ops.tfop._k3_float_unary`)."""
+    def run(c: Ctx, x: Any) -> Sym:
+        t = c.tensor(x)
+        if t.dtype.kind in "iub":
+            t = c.cast(t, np.float32)
+        return Sym(emit(c.b, t.name), t.dtype, t.rank)
+
+    return lambda config: run
+
+
 KERAS_OPS: dict[str, Maker] = {
     "Add": _k3_binary("add"), "Subtract": _k3_binary("subtract"),
     "Multiply": _k3_binary("multiply"),
@@ -664,6 +689,17 @@ KERAS_OPS: dict[str, Maker] = {
     "Cast": lambda config: (lambda c, x: _cast_to(c, x, config.get("dtype"))),
     "ConvertToTensor": lambda config: (lambda c, x: c.tensor(x) if config.get("dtype") is None
                                        else _cast_to(c, x, config["dtype"])),
+    "OnesLike": _fill_like(1), "ZerosLike": _fill_like(0),
+    "Floor": _float_unary(lambda b, x: b.op("Floor", [x])),
+    "Ceil": _float_unary(lambda b, x: b.op("Ceil", [x])),
+    "Log1p": _float_unary(lambda b, x: b.op("Log", [b.op("Add", [x, b.f32(1)])])),
+    "Expm1": _float_unary(lambda b, x: b.op("Sub", [b.op("Exp", [x]), b.f32(1)])),
+    "Sin": _float_unary(lambda b, x: b.op("Sin", [x])),
+    "Cos": _float_unary(lambda b, x: b.op("Cos", [x])),
+    "Sign": lambda config: (lambda c, x: (lambda t: c.op("Sign", [t], t.dtype, t.rank))(
+        c.tensor(x))),
+    "Round": lambda config: (lambda c, x: (lambda t: c.op("Round", [t], t.dtype, t.rank))(
+        c.tensor(x))),
     "Clip": lambda config: (lambda c, x: _clip(c, x, config.get("x_min"), config.get("x_max"))),
     "Where": _k3_where,
     "Einsum": _k3_einsum,

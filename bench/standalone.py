@@ -65,8 +65,8 @@ import numpy as np
 import keras
 here = getattr(sys, "_MEIPASS", os.path.dirname(os.path.abspath(__file__)))
 model = keras.saving.load_model(os.path.join(here, "model.keras"), compile=False)
-x = np.load(sys.argv[2])
-np.save(sys.argv[4], model.predict(x, verbose=0))
+_, _, _, x_path, _, y_path = sys.argv  # NAME predict -i X -o Y, like the tfless executables
+np.save(y_path, model.predict(np.load(x_path), verbose=0))
 """
 
 

@@ -30,11 +30,10 @@ def padded_batch(batch: int = 4, steps: int = 6, features: int = 3) -> np.ndarra
 
 
 def masked_input(K, api: str, shape: tuple):
-    """(input, masked tensor). Keras 3.15 records a functional model's mask computation as
-    `NotEqual`/`Any` op layers; Keras 3 masks are therefore tested through Sequential
-    models, and functional Keras 3 models here run unmasked."""
+    """(input, masked tensor). Keras 3 records a functional model's mask computation as
+    `NotEqual`/`Any` op nodes, tf_keras propagates it implicitly; both are masked here."""
     inp = K.Input(shape)
-    return inp, (K.layers.Masking(0.0)(inp) if api == "tf_keras" else inp)
+    return inp, K.layers.Masking(0.0)(inp)
 
 
 def outputs(y):
@@ -584,3 +583,20 @@ def test_mask_through_lstm_into_merge_layers(api: str) -> None:
     x[0, 3:] = 0
     x[1, :2] = 0
     check_parity(build, x, api=api)
+
+
+def test_time_distributed_given_a_mask_keras3() -> None:
+    """A Keras 3 functional TimeDistributed after a masked layer is called with `mask=`: the
+    mask goes on to the next RNN; an explicit per-step mask reaches an inner layer that
+    takes one (a masked average over each step's items)."""
+    def build(K):
+        inp = K.Input((6, 3))
+        seq = K.layers.LSTM(4, return_sequences=True)(K.layers.Masking(0.0)(inp))
+        dense = K.layers.TimeDistributed(K.layers.Dense(3))(seq)
+        items, keep = K.Input((3, 5, 2)), K.Input((3, 5), dtype="bool")
+        pooled = K.layers.TimeDistributed(K.layers.GlobalAveragePooling1D())(items, mask=keep)
+        return K.Model([inp, items, keep], [K.layers.GRU(2)(dense), pooled])
+
+    keep = np.random.default_rng(2).random((4, 3, 5)) > 0.4
+    keep[..., 0] = True
+    check_parity(build, [padded_batch(), rand(4, 3, 5, 2, seed=5), keep])

@@ -785,8 +785,17 @@ def _time_distributed_weight_names(config: dict[str, Any]) -> list[str]:
     return [f"layer/{n}" for n in spec.weight_names(inner["config"])]
 
 
+def _time_distributed_explicit_mask(config: dict[str, Any]) -> int | None:
+    """Input position of a `mask=` tensor (Keras 3 functional models record it)."""
+    positions = _positions((config.get("call_kwargs") or {}).get("mask"))
+    return positions[0] if positions else None
+
+
 def _time_distributed_masks(config: dict[str, Any], inputs: list, masks: list) -> list:
     mask = masks[0] if masks else None
+    explicit = _time_distributed_explicit_mask(config)
+    if explicit is not None and len(inputs) > explicit:
+        mask = np.asarray(inputs[explicit]).astype(bool)
     inner, spec = _inner_layer(config)
     if _major(config) < 3 and callable(spec.mask) and inputs:
         x = np.asarray(inputs[0])
@@ -811,14 +820,21 @@ def build_time_distributed(config: dict[str, Any], weights: dict[str, np.ndarray
         )
     inner_weights = {n: weights[f"layer/{n}"] for n in spec.weight_names(inner["config"])}
     inner_run = spec.build(inner["config"], inner_weights)
+    explicit = _time_distributed_explicit_mask(config)
 
-    def run(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
+    def run(*inputs: np.ndarray) -> np.ndarray:
+        x = np.asarray(inputs[0])
         if x.ndim < 3:
             raise InputError(
                 f"layer '{config.get('name', '')}' expects (batch, time, ...), got shape {x.shape}"
             )
-        y = inner_run(x.reshape(-1, *x.shape[2:]))
+        flat = x.reshape(-1, *x.shape[2:])
+        if explicit is not None and spec.uses_mask:
+            # Keras 3 hands each step its slice of the mask: folded like the inputs
+            m = np.asarray(inputs[explicit]).astype(bool)
+            y = inner_run(flat, mask=[m.reshape(-1, *m.shape[2:])])
+        else:
+            y = inner_run(flat)
         if isinstance(y, (list, tuple)):
             y = y[0]
         return np.asarray(y).reshape(x.shape[:2] + np.shape(y)[1:])

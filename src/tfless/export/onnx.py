@@ -574,8 +574,11 @@ def build_onnx(model: Any, opset: int = DEFAULT_OPSET, batch: int | None = None,
     onnx = require_onnx()
     model = _as_model(model)
     graph = model.graph
+    # the test vector's expected outputs always come from the NumPy runtime, also when the
+    # model runs in ONNX Runtime (backend="onnxruntime")
+    plan = getattr(model, "numpy_plan", model.plan)
     batch = batch or model_batch(graph)
-    proto, weight_names = graph_to_onnx(graph, opset, batch, plan=model.plan)
+    proto, weight_names = graph_to_onnx(graph, opset, batch, plan=plan)
     meta = graph.meta
     if test_input is None:
         inputs = make_test_input(graph, batch or 1)
@@ -583,7 +586,7 @@ def build_onnx(model: Any, opset: int = DEFAULT_OPSET, batch: int | None = None,
         inputs = model._arrange(test_input)
         if batch is not None and inputs[0].shape[0] != batch:
             raise InputError(f"test_input has batch {inputs[0].shape[0]}, the export uses {batch}")
-    expected = [np.asarray(y) for y in model.plan.run(inputs)]
+    expected = [np.asarray(y) for y in plan.run(inputs)]
     vector = {f"in:{s.name}": a for s, a in zip(graph.inputs, inputs)}
     vector.update({f"out:{n}": y for n, y in zip(graph.output_names, expected)})
     report = ExportReport("", opset, batch, 0, float16)

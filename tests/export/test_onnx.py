@@ -1439,3 +1439,36 @@ def test_realworld_files_export_and_match_keras(row: dict[str, str], tmp_path: P
     flat = backend.predict(xs if len(xs) > 1 else xs[0], structured=False)
     assert_close(flat if isinstance(flat, list) else [flat], ys, f"realworld {row['id']} backend")
     assert verify_onnx(out).ok
+
+
+def test_backend_has_the_numpy_model_api(tmp_path: Path) -> None:
+    """backend="onnxruntime": same inputs/outputs, dict and list inputs, Keras's output
+    structure, batch_size, and the NumPy Model's errors for bad inputs."""
+    import keras
+
+    a, c = keras.Input((3,), name="a"), keras.Input((2,), name="c")
+    h = keras.layers.Dense(4, activation="tanh")(keras.layers.Concatenate()([a, c]))
+    model = keras.Model({"a": a, "c": c}, {"score": keras.layers.Dense(1, name="score")(h),
+                                           "probs": keras.layers.Dense(3, activation="softmax",
+                                                                       name="probs")(h)})
+    randomize_weights(model)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    feed = {"a": rand(5, 3), "c": rand(5, 2, seed=2)}
+    want = model.predict(feed, verbose=0)
+    reference = tfless.load(path)
+    backend = tfless.load(path, backend="onnxruntime")
+    assert backend.inputs == reference.inputs and backend.outputs == reference.outputs
+    assert "onnxruntime" in repr(backend)
+    got = backend.predict(feed, batch_size=2)
+    assert isinstance(got, dict) and set(got) == set(want)
+    for key in want:
+        assert_close([got[key]], [np.asarray(want[key])], f"backend dict output {key}")
+    flat = backend.predict([feed["a"], feed["c"]], structured=False)
+    for g, w in zip(flat, reference.predict([feed["a"], feed["c"]], structured=False)):
+        assert_close([g], [w], "backend list input")
+    with pytest.raises(tfless.InputError):
+        backend.predict({"a": rand(5, 4), "c": feed["c"]})
+    with pytest.raises(tfless.InputError):
+        backend.predict({"a": feed["a"]})
+    assert backend.summary() == reference.summary()

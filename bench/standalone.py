@@ -17,9 +17,10 @@ With --with-tf-route, a small script that loads the same .keras file with Keras/
 and predicts is frozen with PyInstaller the same two ways (bounded by --tf-timeout) and
 measured alike; a build that fails or runs out of time is reported with its reason.
 
-The second model (MobileNetV2, alpha 0.35, 32x32, 10 classes, weights=None) is built with
-Keras in a subprocess and cached in --cache-dir. Only public tools are used: subprocess
-and time.perf_counter for wall time, resource.getrusage for the children's CPU time.
+The second model (MobileNetV2, alpha 0.35, 32x32, 10 classes, weights=None, then random
+trained-like weights) is built with Keras in a subprocess and cached in --cache-dir. Only
+public tools are used: subprocess and time.perf_counter for wall time,
+resource.getrusage for the children's CPU time.
 """
 
 from __future__ import annotations
@@ -51,8 +52,19 @@ import os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras
+import numpy as np
 model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35,
                                        classes=10)
+# trained-like weights: at Keras's initial values this network answers exactly 0.1 for
+# every class, which would make the C-vs-runtime check meaningless
+rng = np.random.default_rng(0)
+values = []
+for w in model.weights:
+    name = w.path.lower()
+    positive = "variance" in name or "gamma" in name
+    values.append((rng.uniform(0.5, 1.5, w.shape) if positive else
+                   rng.normal(0.0, 0.2, w.shape)).astype("float32"))
+model.set_weights(values)
 model.save(sys.argv[1])
 """
 
@@ -111,7 +123,7 @@ def model_paths(names: list[str], cache: Path) -> dict[str, Path]:
         if name == "digits_cnn":
             paths[name] = EXAMPLE
             continue
-        path = cache / f"{name}.keras"
+        path = cache / f"{name}-randomized.keras"
         if not path.exists():
             log(f"building {name} with Keras (cached in {cache})")
             cache.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 import tfless
 from tests.parity import assert_close
@@ -47,3 +48,25 @@ def test_keras_2_2_list_form_sequential(tmp_path: Path) -> None:
     assert loaded.inputs[0].shape == (None, 4)
     x = np.random.default_rng(1).random((2, 4), dtype=np.float32)
     assert_close([loaded.predict(x)], [model.predict(x, verbose=0)], "list-form")
+
+
+def test_nested_model_group_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a transfer-learning .h5 keeps the whole base model in one group: reading it once per
+    # inner layer made a MobileNet base take 40,000 reads and count its bytes per layer
+    import keras
+
+    from tfless.formats import weights as weights_module
+
+    base = keras.Sequential([keras.Input((6,)), *[keras.layers.Dense(4) for _ in range(12)]],
+                            name="base")
+    model = keras.Sequential([keras.Input((6,)), base, keras.layers.Dense(2)])
+    path = tmp_path / "nested.h5"
+    model.save(path)
+    reads = []
+    original = weights_module.ArrayReader.read
+    monkeypatch.setattr(weights_module.ArrayReader, "read",
+                        lambda self, ds, label: reads.append(label) or original(self, ds, label))
+    x = np.random.default_rng(0).random((3, 6), dtype=np.float32)
+    np.testing.assert_allclose(tfless.load(path).predict(x), model.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-5)
+    assert len(reads) == len(set(reads)) == 2 * 13

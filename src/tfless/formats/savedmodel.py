@@ -59,11 +59,8 @@ class SavedModelWeights(LegacyH5Weights):
         self.where = where
         self._read: dict[str, NamedArrays] = {}
 
-    def _group_arrays(self, layer: str) -> NamedArrays:
-        if layer not in self._read:
-            self._read[layer] = [(name, self.bundle.array(key))
-                                 for name, key in self.layer_variables.get(layer, [])]
-        return self._read[layer]
+    def _read_group(self, layer: str) -> NamedArrays:
+        return [(name, self.bundle.array(key)) for name, key in self.layer_variables.get(layer, [])]
 
 
 def _metadata(path: Path, limits: Limits) -> Any:

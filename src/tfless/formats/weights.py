@@ -96,8 +96,17 @@ class LegacyH5Weights:
         self.group = group
         self.where = where
         self.reader = ArrayReader(where, limits)
+        # A nested model's group is read once, not once per inner layer (a 157-layer
+        # MobileNet base took 40,000 dataset reads and counted its bytes 157 times against
+        # the size limit).
+        self._read: dict[str, NamedArrays] = {}
 
     def _group_arrays(self, layer: str) -> NamedArrays:
+        if layer not in self._read:
+            self._read[layer] = self._read_group(layer)
+        return self._read[layer]
+
+    def _read_group(self, layer: str) -> NamedArrays:
         if layer not in self.group:
             return []
         g = self.group[layer]

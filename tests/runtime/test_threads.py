@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.parity import randomize_weights
 from tfless.graph import Graph, Node, TensorSpec
 from tfless.runtime import plan as plan_module
 from tfless.runtime import threads
@@ -116,3 +118,49 @@ def test_first_batch_times_a_few_items_then_shards_the_rest(
     first = plan.run([x])[0]
     assert calls == [4, 4, 3] and plan.seconds_per_item is not None
     np.testing.assert_allclose(first, whole, rtol=1e-5, atol=1e-7)
+
+
+def _sequence_model(tmp_path: Path, kind: str):
+    import keras
+
+    L = keras.layers
+    tokens = keras.Input((12,), dtype="int32")
+    h = L.Embedding(50, 8, mask_zero=True)(tokens)
+    if kind == "attention":
+        h = L.LayerNormalization()(L.Add()([h, L.MultiHeadAttention(2, 4)(h, h)]))
+        h = L.GlobalAveragePooling1D()(h)
+    elif kind == "time_distributed":
+        h = L.TimeDistributed(L.Dense(5, activation="tanh"))(h)
+        h = L.GlobalAveragePooling1D()(h)
+    else:
+        h = L.LSTM(6)(h)
+    model = keras.Model(tokens, L.Dense(3, activation="softmax")(h))
+    randomize_weights(model, seed=3)
+    path = tmp_path / f"{kind}.keras"
+    model.save(path)
+    return model, path
+
+
+@pytest.mark.parametrize("kind, sharded", [("attention", True), ("time_distributed", True),
+                                           ("lstm", False)])
+def test_sequence_models_shard_except_recurrent_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     kind: str, sharded: bool) -> None:
+    # masks travel inside each shard; recurrent layers stay whole-batch (GIL-bound steps)
+    import tfless
+
+    model, path = _sequence_model(tmp_path, kind)
+    loaded = tfless.load(path)
+    assert loaded.plan.separable is sharded
+    x = np.random.default_rng(4).integers(0, 50, (9, 12)).astype(np.int32)
+    x[:, 8:] = 0  # padded tails: the mask matters
+    monkeypatch.setattr(threads, "worker_count", lambda: 2)
+    monkeypatch.setattr(plan_module, "SHARD_MIN_SECONDS", 0.0)
+    calls = []
+    original = loaded.plan._run
+    monkeypatch.setattr(loaded.plan, "_run", lambda xs, keep_all=False: calls.append(len(xs[0]))
+                        or original(xs, keep_all))
+    got = [loaded.predict(x) for _ in range(2)]
+    assert calls == ([4, 3, 2, 4, 4, 1] if sharded else [9, 9])
+    want = model.predict(x, verbose=0)
+    for g in got:
+        np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-5)

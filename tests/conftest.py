@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# TensorFlow turns its oneDNN kernels on by default only on some CPUs; without them it cannot
+# run channels_first convolutions and poolings on the CPU at all ("only supports NHWC"), so
+# the references would depend on the machine. Keras's outputs are the reference either way.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

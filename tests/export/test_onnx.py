@@ -431,6 +431,161 @@ def test_preprocessing(api: str, case: str, tmp_path: Path) -> None:
 
 
 # ----- attention -----------------------------------------------------------------------
+# ----- masks reaching every mask-reading layer -------------------------------------------
+# (batch, time) tokens / steps: post-padding, holes, pre-padding; no row fully masked.
+MASK_TOKENS = np.array([[3, 5, 1, 7, 0, 0], [2, 0, 4, 0, 6, 8], [0, 0, 5, 2, 9, 1]], np.int32)
+# (batch, time, items): per-step item masks for TimeDistributed over a sequence of sets
+MASK_TOKENS_4D = np.random.default_rng(4).integers(1, 9, (3, 4, 5)).astype(np.int32)
+MASK_TOKENS_4D[0, :, 3:] = 0
+MASK_TOKENS_4D[1, 2, 1:] = 0
+MASK_TOKENS_4D[2, 1, 2] = 0
+
+
+def _masked_source(K: Any, source: str, items: bool) -> tuple[Any, Any, np.ndarray]:
+    """(input, masked tensor, data): Embedding(mask_zero=True) on tokens, or Masking(0)
+    on floats zeroed where the tokens are 0."""
+    tokens = MASK_TOKENS_4D if items else MASK_TOKENS
+    if source == "embedding":
+        inp = K.Input(tokens.shape[1:], dtype="int32")
+        return inp, K.layers.Embedding(10, 4, mask_zero=True)(inp), tokens
+    data = rand(*tokens.shape, 2 if items else 4, seed=6)
+    data[tokens == 0] = 0.0
+    inp = K.Input(data.shape[1:])
+    return inp, K.layers.Masking(0.0)(inp), data
+
+
+MASK_TARGETS = {
+    "global_average_pooling": lambda K, x: K.layers.GlobalAveragePooling1D()(x),
+    "global_max_pooling": lambda K, x: K.layers.GlobalMaxPooling1D()(x),
+    "lstm": lambda K, x: K.layers.LSTM(3)(x),
+    "lstm_sequences_backwards": lambda K, x: K.layers.LSTM(3, return_sequences=True,
+                                                           go_backwards=True)(x),
+    "gru": lambda K, x: K.layers.GRU(3, return_sequences=True)(x),
+    "bidirectional": lambda K, x: K.layers.Bidirectional(
+        K.layers.LSTM(3, return_sequences=True))(x),
+    "multi_head_attention": lambda K, x: K.layers.MultiHeadAttention(2, 3)(x, x),
+    "attention": lambda K, x: K.layers.Attention()([x, x]),
+    "add_then_lstm": lambda K, x: K.layers.LSTM(3, return_sequences=True)(
+        K.layers.Add()([x, K.layers.Dense(4)(x)])),
+    "concatenate_then_lstm": lambda K, x: K.layers.LSTM(3)(
+        K.layers.Concatenate()([x, K.layers.Dense(2)(x)])),
+    "time_distributed_dense_then_lstm": lambda K, x: K.layers.LSTM(3)(
+        K.layers.TimeDistributed(K.layers.Dense(3))(x)),
+    "dense_then_lstm": lambda K, x: K.layers.LSTM(3)(K.layers.Dense(3)(x)),
+}
+# TimeDistributed over (batch, time, items, features) with per-item masks
+MASK_TD_TARGETS = {
+    "time_distributed_global_average_pooling": lambda K: K.layers.GlobalAveragePooling1D(),
+    "time_distributed_lstm": lambda K: K.layers.LSTM(3),
+    "time_distributed_bidirectional": lambda K: K.layers.Bidirectional(K.layers.GRU(2)),
+}
+
+
+def _mask_parity(api: str, model: Any, data: np.ndarray, tmp_path: Path) -> None:
+    """Keras vs backend="onnxruntime" from both the .keras and the .h5 file."""
+    randomize_weights(model)
+    want = keras_predict(model, data)
+    for fmt in ("keras", "h5"):
+        path = tmp_path / f"model.{fmt}"
+        model.save(path)
+        backend = tfless.load(path, backend="onnxruntime")
+        assert_close(backend.predict(data, structured=False), want, f"{api} {fmt} onnxruntime")
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+@pytest.mark.parametrize("source", ["embedding", "masking"])
+@pytest.mark.parametrize("target", sorted(MASK_TARGETS))
+def test_masks_reach_exported_layers(api: str, source: str, target: str,
+                                     tmp_path: Path) -> None:
+    K = keras_module(api)
+    inp, x, data = _masked_source(K, source, items=False)
+    _mask_parity(api, K.Model(inp, MASK_TARGETS[target](K, x)), data, tmp_path)
+
+
+@pytest.mark.parametrize("source", ["embedding", "masking"])
+@pytest.mark.parametrize("target", sorted(MASK_TD_TARGETS) + ["time_distributed_global_max"])
+def test_time_distributed_hands_its_mask_to_the_inner_layer_keras3(source: str, target: str,
+                                                                   tmp_path: Path) -> None:
+    """Keras 3 records the mask of a functional TimeDistributed call as `mask=`; each step's
+    slice reaches an inner layer that reads masks (the export used to drop it)."""
+    K = keras_module("keras3")
+    inp, x, data = _masked_source(K, source, items=True)
+    inner = (K.layers.GlobalMaxPooling1D() if target == "time_distributed_global_max"
+             else MASK_TD_TARGETS[target](K))
+    _mask_parity("keras3", K.Model(inp, K.layers.TimeDistributed(inner)(x)), data, tmp_path)
+
+
+@pytest.mark.parametrize(("api", "sequential"), [("tf_keras", False), ("tf_keras", True),
+                                                 ("keras3", True)])
+@pytest.mark.parametrize("target", sorted(MASK_TD_TARGETS))
+def test_time_distributed_hands_the_incoming_mask_to_the_inner_layer(
+        api: str, sequential: bool, target: str, tmp_path: Path) -> None:
+    """Without a recorded `mask=` (tf_keras, Keras 3 Sequential), Keras still folds the mask
+    arriving with the input and masks inside the inner layer: both backends do too (the
+    NumPy runtime used to ignore it and answer as if nothing were masked)."""
+    K = keras_module(api)
+    if sequential:
+        model = K.Sequential([K.Input((4, 5), dtype="int32"),
+                              K.layers.Embedding(10, 4, mask_zero=True),
+                              K.layers.TimeDistributed(MASK_TD_TARGETS[target](K))])
+        data = MASK_TOKENS_4D
+    else:
+        inp, x, data = _masked_source(K, "masking", items=True)
+        model = K.Model(inp, K.layers.TimeDistributed(MASK_TD_TARGETS[target](K))(x))
+    randomize_weights(model)
+    want = keras_predict(model, data)
+    path = tmp_path / "model.h5"
+    model.save(path)
+    for backend in ("numpy", "onnxruntime"):
+        got = tfless.load(path, backend=backend).predict(data, structured=False)
+        assert_close(got, want, f"{api} {backend}")
+
+
+# Two TimeDistributed layers in a row over (batch, time, items) tokens: the mask the first
+# passes on (Keras 3: its input mask as it is; tf_keras: the inner layer's, or the input mask
+# reduced to (batch, time)) is what the second one applies.
+TD_CHAINS = {
+    "lstm_sequences_then_average": lambda K: [
+        K.layers.TimeDistributed(K.layers.LSTM(3, return_sequences=True)),
+        K.layers.TimeDistributed(K.layers.GlobalAveragePooling1D())],
+    "dense_then_average": lambda K: [
+        K.layers.TimeDistributed(K.layers.Dense(3)),
+        K.layers.TimeDistributed(K.layers.GlobalAveragePooling1D())],
+    "nested_model_then_average": lambda K: [
+        K.layers.TimeDistributed(K.Sequential([K.Input((5, 4)), K.layers.Dense(3)])),
+        K.layers.TimeDistributed(K.layers.GlobalAveragePooling1D())],
+    # Keras 3 refuses these: an LSTM over time given a per-item mask
+    "average_then_lstm": lambda K: [
+        K.layers.TimeDistributed(K.layers.GlobalAveragePooling1D()),
+        K.layers.LSTM(3, return_sequences=True)],
+    "lstm_then_lstm": lambda K: [K.layers.TimeDistributed(K.layers.LSTM(3)), K.layers.LSTM(2)],
+}
+
+
+@pytest.mark.parametrize(("api", "chain"), [("keras3", c) for c in list(TD_CHAINS)[:3]]
+                         + [("tf_keras", c) for c in TD_CHAINS])
+@pytest.mark.parametrize("sequential", [True, False])
+def test_time_distributed_passes_masks_on_as_keras_does(api: str, chain: str, sequential: bool,
+                                                       tmp_path: Path) -> None:
+    K = keras_module(api)
+    if sequential:
+        model = K.Sequential([K.Input((4, 5), dtype="int32"),
+                              K.layers.Embedding(10, 4, mask_zero=True), *TD_CHAINS[chain](K)])
+    else:
+        inp = K.Input((4, 5), dtype="int32")
+        x = K.layers.Embedding(10, 4, mask_zero=True)(inp)
+        for layer in TD_CHAINS[chain](K):
+            x = layer(x)
+        model = K.Model(inp, x)
+    randomize_weights(model)
+    want = keras_predict(model, MASK_TOKENS_4D)
+    path = tmp_path / "model.h5"
+    model.save(path)
+    for backend in ("numpy", "onnxruntime"):
+        got = tfless.load(path, backend=backend).predict(MASK_TOKENS_4D, structured=False)
+        assert_close(got, want, f"{api} {backend}")
+
+
 def _flat(y: Any) -> Any:
     return list(y) if isinstance(y, (list, tuple)) else y
 

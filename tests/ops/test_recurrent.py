@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 
 import tfless
-from tests.parity import assert_close, check_parity, keras_module, rand, randomize_weights
+from tests.parity import (
+    FORMATS,
+    assert_close,
+    check_parity,
+    keras_module,
+    keras_predict,
+    rand,
+    randomize_weights,
+    save_all,
+)
 
 APIS = ["keras3", "tf_keras"]
 LAYERS = ["SimpleRNN", "LSTM", "GRU"]
@@ -558,15 +567,25 @@ def test_conv_lstm_more_options(api: str, case: tuple) -> None:
     check_parity(build, rand(2, *shape), api=api)
 
 
-def test_channels_first_conv_lstm_and_time_distributed_conv_tf_keras() -> None:
-    def build(K):
-        inp = K.Input((3, 2, 6, 5))
-        lstm = K.layers.ConvLSTM2D(3, 3, padding="same", data_format="channels_first",
+def test_channels_first_conv_lstm_and_time_distributed_conv_tf_keras(tmp_path: Path) -> None:
+    """Compared with the channels_last twin holding the same weights, on transposed inputs:
+    TensorFlow runs a channels_first Conv2D inside TimeDistributed on some CPUs only ("Conv2D
+    only supports NHWC on the CPU" without oneDNN's layout rewrite)."""
+    def build(K, fmt):
+        inp = K.Input((3, 2, 6, 5) if fmt == "channels_first" else (3, 6, 5, 2))
+        lstm = K.layers.ConvLSTM2D(3, 3, padding="same", data_format=fmt,
                                    return_sequences=True)(inp)
-        conv = K.layers.TimeDistributed(K.layers.Conv2D(2, 3, data_format="channels_first"))(inp)
+        conv = K.layers.TimeDistributed(K.layers.Conv2D(2, 3, data_format=fmt))(inp)
         return K.Model(inp, [lstm, conv])
 
-    check_parity(build, rand(2, 3, 2, 6, 5), api="tf_keras")
+    K = keras_module("tf_keras")
+    model, twin = build(K, "channels_first"), build(K, "channels_last")
+    randomize_weights(model)
+    twin.set_weights(model.get_weights())
+    x = rand(2, 3, 2, 6, 5)
+    want = [np.moveaxis(y, -1, 2) for y in keras_predict(twin, np.moveaxis(x, 2, -1))]
+    for fmt, (path, weights) in save_all(model, "tf_keras", FORMATS["tf_keras"], tmp_path).items():
+        assert_close(tfless.load(path, weights=weights).predict(x), want, f"tf_keras {fmt}")
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -597,7 +616,7 @@ def test_time_distributed_given_a_mask_keras3(tmp_path: Path) -> None:
 
     check_parity(build, padded_batch())
 
-    # The NumPy runtime only: the ONNX exporter drops the inner mask (reported separately).
+    # Both backends, each format: an ONNX export that dropped the inner mask was wrong here.
     K = keras_module("keras3")
     items, keep_in = K.Input((3, 5, 2)), K.Input((3, 5), dtype="bool")
     pooled = K.layers.TimeDistributed(K.layers.GlobalAveragePooling1D())(items, mask=keep_in)
@@ -608,4 +627,6 @@ def test_time_distributed_given_a_mask_keras3(tmp_path: Path) -> None:
     want = model.predict(x, verbose=0)
     for fmt in ("keras", "h5"):
         model.save(tmp_path / f"pooled.{fmt}")
-        assert_close(tfless.load(tmp_path / f"pooled.{fmt}").predict(x), [want], f"pooled {fmt}")
+        for backend in ("numpy", "onnxruntime"):
+            loaded = tfless.load(tmp_path / f"pooled.{fmt}", backend=backend)
+            assert_close(loaded.predict(x), [want], f"pooled {fmt} {backend}")

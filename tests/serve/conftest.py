@@ -90,6 +90,15 @@ def predict(path: Path, x) -> np.ndarray | list[np.ndarray]:
     return tfless.load(path).predict(x)
 
 
+def assert_served(got, want: np.ndarray) -> None:
+    """A served output equals `Model.predict` in this process to float32 rounding: the
+    server caps BLAS threads per batch thread and may stack requests into one batch, and
+    BLAS kernels sum in a different order for other thread counts and row counts (seen in
+    CI: one element one ulp apart). Exact JSON/binary round-trips are tested in
+    test_units.py."""
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=1e-6, atol=1e-7)
+
+
 def version_dir(base: Path, version: int, model: Path) -> Path:
     """Add <base>/<version>/model.keras atomically (copied aside, then renamed)."""
     staging = base / f".staging-{version}"

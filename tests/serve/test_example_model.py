@@ -14,7 +14,7 @@ import numpy as np
 import requests
 import tritonclient.http as triton
 
-from tests.serve.conftest import predict
+from tests.serve.conftest import assert_served, predict
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SAMPLES = np.load(EXAMPLES / "digits_samples.npy")
@@ -58,11 +58,11 @@ model_config_list {{
         assert r.status_code == 200, (path, r.text)
         got = np.asarray(r.json()["predictions"], np.float32)
         assert got.argmax(axis=1).tolist() == LABELS, path
-        np.testing.assert_array_equal(got, want)
+        assert_served(got, want)
     r = requests.post(f"{server.url}/v1/models/digits:predict",
                       json={"signature_name": "serving_default",
                             "inputs": {"image": SAMPLES[:3].tolist()}}, timeout=30)
-    np.testing.assert_array_equal(np.asarray(r.json()["outputs"], np.float32), want[:3])
+    assert_served(np.asarray(r.json()["outputs"], np.float32), want[:3])
 
     client = triton.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=30)
     try:
@@ -77,7 +77,7 @@ model_config_list {{
             x.set_data_from_numpy(SAMPLES, binary_data=binary)
             result = client.infer("digits", [x], model_version="1", outputs=[
                 triton.InferRequestedOutput("digit", binary_data=binary)])
-            np.testing.assert_array_equal(result.as_numpy("digit"), want)
+            assert_served(result.as_numpy("digit"), want)
     finally:
         client.close()
 
@@ -93,7 +93,7 @@ def test_free_length_model_serves_though_warm_up_cannot_run_it(serve, models) ->
     r = requests.post(f"{server.url}/v1/models/seq:predict", json={"instances": x.tolist()},
                       timeout=30)
     assert r.status_code == 200, r.text
-    np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32),
+    assert_served(np.asarray(r.json()["predictions"], np.float32),
                                   predict(models.conv1d, x))
     r = requests.post(f"{server.url}/v1/models/seq:predict",
                       json={"instances": x[:, :2].tolist()}, timeout=30)

@@ -13,7 +13,7 @@ import requests
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.serve.conftest import Models, Server, predict
+from tests.serve.conftest import Models, Server, assert_served, predict
 
 X = np.random.default_rng(1).uniform(-1, 1, (6, 4)).astype(np.float32)
 IDS = np.random.default_rng(2).integers(0, 10, (6, 3)).astype(np.int32)
@@ -70,7 +70,7 @@ def test_infer_with_client_defaults_binary(client: triton.InferenceServerClient,
     response = result.get_response()
     assert response["model_name"] == "mlp" and response["model_version"] == "1"
     assert response["outputs"][0]["parameters"]["binary_data_size"] == X.shape[0] * 3 * 4
-    np.testing.assert_array_equal(result.as_numpy("probs"), predict(models.mlp, X))
+    assert_served(result.as_numpy("probs"), predict(models.mlp, X))
 
 
 def test_infer_json_tensors(client: triton.InferenceServerClient, models: Models) -> None:
@@ -82,8 +82,8 @@ def test_infer_json_tensors(client: triton.InferenceServerClient, models: Models
     assert [o["name"] for o in response["outputs"]] == ["emb", "probs"]
     assert all("data" in o for o in response["outputs"])
     want = predict(models.multi, [X, IDS])
-    np.testing.assert_array_equal(result.as_numpy("probs"), want[0])
-    np.testing.assert_array_equal(result.as_numpy("emb"), want[2])
+    assert_served(result.as_numpy("probs"), want[0])
+    assert_served(result.as_numpy("emb"), want[2])
     assert result.as_numpy("score") is None
 
 
@@ -95,8 +95,8 @@ def test_infer_mixed_binary_gzip_and_version(client: triton.InferenceServerClien
                           model_version="1", outputs=outputs, request_compression_algorithm="gzip",
                           response_compression_algorithm="gzip")
     want = predict(models.multi, [X, IDS])
-    np.testing.assert_array_equal(result.as_numpy("score"), want[1])
-    np.testing.assert_array_equal(result.as_numpy("probs"), want[0])
+    assert_served(result.as_numpy("score"), want[1])
+    assert_served(result.as_numpy("probs"), want[0])
 
 
 def test_infer_errors_reach_the_client(client: triton.InferenceServerClient) -> None:
@@ -129,7 +129,7 @@ def test_raw_binary_request_by_hand(server: Server, models: Models) -> None:
     out = meta["outputs"][0]
     assert out["shape"] == [6, 3] and out["parameters"]["binary_data_size"] == 72
     got = np.frombuffer(r.content[split:], "<f4").reshape(6, 3)
-    np.testing.assert_array_equal(got, predict(models.mlp, X))
+    assert_served(got, predict(models.mlp, X))
 
 
 @pytest.mark.parametrize("header,extra,fragment", [

@@ -16,7 +16,7 @@ import numpy as np
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.serve.conftest import Models, predict, version_dir
+from tests.serve.conftest import Models, assert_served, predict, version_dir
 
 X = np.random.default_rng(4).uniform(-1, 1, (2, 4)).astype(np.float32)
 BODY = {"instances": X.tolist()}
@@ -133,7 +133,7 @@ def test_several_workers(serve, models: Models, tmp_path: Path) -> None:
                 if time.monotonic() > stop:
                     break
                 r = s.post(f"{server.url}/v1/models/default:predict", json=BODY, timeout=10)
-                np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32), want)
+                assert_served(np.asarray(r.json()["predictions"], np.float32), want)
                 codes.append(r.status_code)
         return codes
 
@@ -232,7 +232,7 @@ def test_ipv6_loopback(serve, models: Models) -> None:
     assert server.url.startswith("http://[::1]:")
     r = _predict(server.url)
     assert r.status_code == 200, r.text
-    np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32),
+    assert_served(np.asarray(r.json()["predictions"], np.float32),
                                   predict(models.mlp, X))
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.serve.conftest import Models, Server, predict
+from tests.serve.conftest import Models, Server, assert_served, predict
 
 RNG = np.random.default_rng(0)
 X = RNG.uniform(-1, 1, (5, 4)).astype(np.float32)
@@ -73,17 +73,17 @@ def test_row_format_single_output_exact(server: Server, models: Models) -> None:
              {"signature_name": "serving_default", "instances": X.tolist()})
     assert r.status_code == 200, r.text
     got = np.asarray(r.json()["predictions"], dtype=np.float32)
-    np.testing.assert_array_equal(got, predict(models.mlp, X))  # floats round-trip exactly
+    assert_served(got, predict(models.mlp, X))
 
 
 def test_columnar_format_single_output(server: Server, models: Models) -> None:
     r = post(server, "/v1/models/mlp/versions/1:predict", {"inputs": X.tolist()})
     assert r.status_code == 200, r.text
     assert list(r.json()) == ["outputs"]
-    np.testing.assert_array_equal(np.asarray(r.json()["outputs"], np.float32),
+    assert_served(np.asarray(r.json()["outputs"], np.float32),
                                   predict(models.mlp, X))
     r = post(server, "/v1/models/mlp:predict", {"inputs": {"x": X.tolist()}})
-    np.testing.assert_array_equal(np.asarray(r.json()["outputs"], np.float32),
+    assert_served(np.asarray(r.json()["outputs"], np.float32),
                                   predict(models.mlp, X))
 
 
@@ -96,7 +96,7 @@ def test_row_format_named_inputs_and_outputs(server: Server, models: Models) -> 
     assert len(preds) == len(X) and all(set(p) == {"probs", "score", "emb"} for p in preds)
     for k, name in enumerate(["probs", "score", "emb"]):
         got = np.asarray([p[name] for p in preds], np.float32)
-        np.testing.assert_array_equal(got, want[k])
+        assert_served(got, want[k])
 
 
 def test_columnar_format_named_outputs(server: Server, models: Models) -> None:
@@ -105,7 +105,7 @@ def test_columnar_format_named_outputs(server: Server, models: Models) -> None:
     outs = r.json()["outputs"]
     want = predict(models.multi, {"x": X, "ids": IDS})
     for k, name in enumerate(["probs", "score", "emb"]):
-        np.testing.assert_array_equal(np.asarray(outs[name], np.float32), want[k])
+        assert_served(np.asarray(outs[name], np.float32), want[k])
 
 
 def test_gzip_body_and_httpx(server: Server, models: Models) -> None:
@@ -114,7 +114,7 @@ def test_gzip_body_and_httpx(server: Server, models: Models) -> None:
         r = client.post(f"{server.url}/v1/models/mlp:predict", content=body,
                         headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
     assert r.status_code == 200, r.text
-    np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32),
+    assert_served(np.asarray(r.json()["predictions"], np.float32),
                                   predict(models.mlp, X))
 
 
@@ -217,5 +217,5 @@ def test_large_request_converted_off_the_event_loop(server: Server, models: Mode
     x = np.random.default_rng(9).uniform(-1, 1, (20000, 4)).astype(np.float32)
     r = post(server, "/v1/models/mlp:predict", {"instances": x.tolist()})
     assert r.status_code == 200, r.text
-    np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32),
+    assert_served(np.asarray(r.json()["predictions"], np.float32),
                                   predict(models.mlp, x))

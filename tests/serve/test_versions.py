@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from tests.serve.conftest import Models, predict, version_dir
+from tests.serve.conftest import Models, assert_served, predict, version_dir
 
 X = np.random.default_rng(3).uniform(-1, 1, (3, 4)).astype(np.float32)
 BODY = {"instances": X.tolist()}
@@ -104,7 +104,7 @@ def test_corrupt_new_version_keeps_the_old_one_serving(serve, models: Models,
     for _ in range(5):
         r = requests.post(f"{server.url}/v1/models/m:predict", json=BODY, timeout=10)
         assert r.status_code == 200
-        np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32),
+        assert_served(np.asarray(r.json()["predictions"], np.float32),
                                       predict(models.mlp, X))
     r = requests.post(f"{server.url}/v1/models/m/versions/2:predict", json=BODY, timeout=10)
     assert r.status_code == 404
@@ -112,7 +112,7 @@ def test_corrupt_new_version_keeps_the_old_one_serving(serve, models: Models,
     (base / "2" / "model.keras").write_bytes(models.mlp_b.read_bytes())
     _wait_for(lambda: _status(server.url, "m")["2"]["state"] == "AVAILABLE")
     r = requests.post(f"{server.url}/v1/models/m:predict", json=BODY, timeout=10)
-    np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32),
+    assert_served(np.asarray(r.json()["predictions"], np.float32),
                                   predict(models.mlp_b, X))
 
 
@@ -143,17 +143,17 @@ model_config_list {{
         r = requests.post(f"{server.url}/v1/models/pinned/labels/{label}:predict", json=BODY,
                           timeout=10)
         assert r.status_code == 200, r.text
-        np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32),
+        assert_served(np.asarray(r.json()["predictions"], np.float32),
                                       predict(model, X))
         status = requests.get(f"{server.url}/v1/models/pinned/labels/{label}", timeout=10).json()
         assert status["model_version_status"][0]["version"] == {"stable": "1", "canary": "3"}[label]
     r = requests.post(f"{server.url}/v1/models/pinned:predict", json=BODY, timeout=10)
-    np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32),
+    assert_served(np.asarray(r.json()["predictions"], np.float32),
                                   predict(models.mlp_c, X))
     r = requests.post(f"{server.url}/v1/models/pinned/versions/2:predict", json=BODY, timeout=10)
     assert r.status_code == 404
     r = requests.post(f"{server.url}/v1/models/pinned/labels/beta:predict", json=BODY, timeout=10)
     assert r.status_code == 400 and "Unrecognized servable version label: beta" in r.json()["error"]
     r = requests.post(f"{server.url}/v1/models/every/versions/2:predict", json=BODY, timeout=10)
-    np.testing.assert_array_equal(np.asarray(r.json()["predictions"], np.float32),
+    assert_served(np.asarray(r.json()["predictions"], np.float32),
                                   predict(models.mlp_b, X))

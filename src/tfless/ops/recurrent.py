@@ -792,12 +792,20 @@ def _time_distributed_explicit_mask(config: dict[str, Any]) -> int | None:
 
 
 def _time_distributed_masks(config: dict[str, Any], inputs: list, masks: list) -> list:
+    """Keras 3 passes the wrapper's mask (the `mask=` of the call, else the input's) on as it
+    is. tf_keras asks the inner layer on the folded tensors: a layer that keeps masks keeps
+    it, one that makes its own (RNN, Masking, Embedding) gives it per step, and otherwise the
+    input mask is reduced to (batch, time) with `any` over the trailing axes."""
     mask = masks[0] if masks else None
     explicit = _time_distributed_explicit_mask(config)
     if explicit is not None and len(inputs) > explicit:
         mask = np.asarray(inputs[explicit]).astype(bool)
+    if _major(config) >= 3:
+        return [mask]
     inner, spec = _inner_layer(config)
-    if _major(config) < 3 and callable(spec.mask) and inputs:
+    if spec.mask == "keep":
+        return [mask]
+    if callable(spec.mask) and inputs:
         x = np.asarray(inputs[0])
         flat_mask = None if mask is None else np.asarray(mask).reshape(-1, *mask.shape[2:])
         inner_masks = spec.mask(inner["config"], [x.reshape(-1, *x.shape[2:])], [flat_mask])
@@ -810,7 +818,7 @@ def _time_distributed_masks(config: dict[str, Any], inputs: list, masks: list) -
 
 
 @register("TimeDistributed", weights=_time_distributed_weight_names, mask=_time_distributed_masks,
-          children=TIME_DISTRIBUTED_CHILDREN)
+          uses_mask=True, children=TIME_DISTRIBUTED_CHILDREN)
 def build_time_distributed(config: dict[str, Any], weights: dict[str, np.ndarray]) -> Callable:
     inner, spec = _inner_layer(config)
     if spec.num_outputs(inner["config"]) != 1:
@@ -822,16 +830,23 @@ def build_time_distributed(config: dict[str, Any], weights: dict[str, np.ndarray
     inner_run = spec.build(inner["config"], inner_weights)
     explicit = _time_distributed_explicit_mask(config)
 
-    def run(*inputs: np.ndarray) -> np.ndarray:
+    def run(*inputs: np.ndarray, mask: list | None = None) -> np.ndarray:
         x = np.asarray(inputs[0])
         if x.ndim < 3:
             raise InputError(
                 f"layer '{config.get('name', '')}' expects (batch, time, ...), got shape {x.shape}"
             )
         flat = x.reshape(-1, *x.shape[2:])
-        if explicit is not None and spec.uses_mask:
-            # Keras 3 hands each step its slice of the mask: folded like the inputs
-            m = np.asarray(inputs[explicit]).astype(bool)
+        # Keras hands an inner layer that takes a mask each step's slice of the wrapper's mask
+        # (folded like the inputs): the `mask=` a Keras 3 functional call recorded, else the
+        # mask arriving with the input (tf_keras, Keras 3 Sequential).
+        m = None
+        if spec.uses_mask:
+            if explicit is not None:
+                m = np.asarray(inputs[explicit]).astype(bool)
+            elif mask and mask[0] is not None and np.ndim(mask[0]) > 2:
+                m = np.asarray(mask[0])
+        if m is not None:
             y = inner_run(flat, mask=[m.reshape(-1, *m.shape[2:])])
         else:
             y = inner_run(flat)
@@ -866,10 +881,12 @@ def build_time_fold(config: dict[str, Any], weights: dict[str, np.ndarray]) -> C
 
 
 def _unfold_masks(config: dict[str, Any], inputs: list, masks: list) -> list:
-    """tf_keras keeps the inner model's output mask (per timestep), else the wrapper's input
-    mask reduced to (batch, time); Keras 3 passes the wrapper's input mask on."""
+    """Keras 3 passes the wrapper's input mask on as it is; tf_keras keeps the inner model's
+    output mask (per timestep), else the wrapper's input mask reduced to (batch, time)."""
     inner_mask, outer_mask = (list(masks) + [None, None])[:2]
-    if _major(config) < 3 and inner_mask is not None:
+    if _major(config) >= 3:
+        return [outer_mask]
+    if inner_mask is not None:
         m = np.asarray(inner_mask)
         return [m.reshape(np.shape(inputs[1])[:2] + m.shape[1:])]
     if outer_mask is not None and np.ndim(outer_mask) > 2:

@@ -34,6 +34,7 @@ from ...ops.recurrent import (
     _inner_layer,
     _major,
     _rnn_layer_weight_names,
+    _time_distributed_explicit_mask,
     build_recurrent_layer,
     parse_rnn_call,
 )
@@ -313,43 +314,7 @@ def convert_bidirectional(b: OnnxBuilder, node: Node, xs: list[str]) -> list[str
     return merged + y[1:] + y_rev[1:]
 
 
-# ----- TimeDistributed ----------------------------------------------------------------
-def _time_distributed_masks(b: OnnxBuilder, node: Node, xs: list[str], masks: list) -> list:
-    inner, spec = _inner_layer(node.config)
-    if _major(node.config) < 3 and callable(spec.mask):
-        raise UnsupportedLayer(
-            f"layer '{node.name}': TimeDistributed around {inner['class_name']} computes its "
-            "mask from the inner layer (Keras 2), which the ONNX exporter does not convert yet")
-    return [masks[0] if masks else None]
-
-
-@converter("TimeDistributed", mask=_time_distributed_masks)
-def convert_time_distributed(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
-    inner, spec = _inner_layer(node.config)
-    if inner["class_name"] not in CONVERTERS:
-        raise UnsupportedLayer(f"layer '{node.name}': TimeDistributed around "
-                               f"'{inner['class_name']}', which has no ONNX converter")
-    get_op(inner["class_name"], node.name)
-    weights = {n: node.weights[f"layer/{n}"] for n in spec.weight_names(inner["config"])}
-    in_shape, out_shape = b.in_shape(node), b.out_shape(node)
-    flat_in, flat_out = f"{node.name}/flat_in", f"{node.name}/flat_out"
-    b.facts.shapes[flat_in] = (None, *in_shape[2:])
-    b.facts.shapes[flat_out] = (None, *out_shape[2:])
-    b.facts.dtypes[flat_in] = b.dtype(node.inputs[0])
-    b.facts.dtypes[flat_out] = b.dtype(node.outputs[0])
-    inner_node = Node(f"{node.name}/{inner['config'].get('name', 'layer')}", inner["class_name"],
-                      inner["config"], weights, [flat_in], [flat_out])
-    x = xs[0]
-    rest = b.op("Slice", [b.op("Shape", [x]), b.i64([2]), b.i64([2**62])])
-    flat = b.op("Reshape", [x, b.op("Concat", [b.i64([-1]), rest], axis=0)])
-    y = CONVERTERS[inner["class_name"]].convert(b, inner_node, [flat])
-    y = y if isinstance(y, str) else y[0]
-    lead = b.op("Slice", [b.op("Shape", [x]), b.i64([0]), b.i64([2])])
-    y_rest = b.op("Slice", [b.op("Shape", [y]), b.i64([1]), b.i64([2**62])])
-    return b.op("Reshape", [y, b.op("Concat", [lead, y_rest], axis=0)], name=node.name)
-
-
-# ----- TimeDistributed around a nested model: Fold -> inlined nodes -> Unfold --------------
+# ----- folding time into the batch (TimeDistributed) --------------------------------
 INT64_MAX = 2**63 - 1
 
 
@@ -362,6 +327,103 @@ def _fold(b: OnnxBuilder, x: str) -> str:
     return b.op("Reshape", [x, b.op("Concat", [b.i64([-1]), _dims_from(b, x, 2)], axis=0)])
 
 
+def _unfold(b: OnnxBuilder, y: str, x: str) -> str:
+    """(batch * time, ...) back to (batch, time, ...) of the wrapper's input `x`."""
+    shape = b.op("Concat", [_dims_from(b, x, 0, 2), _dims_from(b, y, 1)], axis=0)
+    return b.op("Reshape", [y, shape])
+
+
+# ----- TimeDistributed ----------------------------------------------------------------
+def _td_explicit_mask(b: OnnxBuilder, node: Node, xs: list[str]) -> str | None:
+    """The `mask=` tensor a Keras 3 functional call recorded (a Masking/Embedding mask is
+    saved this way), as bool."""
+    explicit = _time_distributed_explicit_mask(node.config)
+    if explicit is None or explicit >= len(xs):
+        return None
+    return b.cast(xs[explicit], bool)
+
+
+def _time_distributed_masks(b: OnnxBuilder, node: Node, xs: list[str], masks: list) -> list:
+    """As `ops.recurrent._time_distributed_masks`."""
+    mask = _td_explicit_mask(b, node, xs)
+    if mask is None:
+        mask = masks[0] if masks else None
+    if _major(node.config) >= 3:
+        return [mask]
+    inner, spec = _inner_layer(node.config)
+    if spec.mask == "keep":
+        return [mask]
+    if callable(spec.mask):
+        # tf_keras takes the inner layer's own output mask, per step, when it has one
+        inner_rule = CONVERTERS[inner["class_name"]].mask
+        if inner_rule is None:
+            raise UnsupportedLayer(
+                f"layer '{node.name}': TimeDistributed around {inner['class_name']} computes "
+                "its mask from the inner layer (Keras 2), which the ONNX exporter does not "
+                "convert for this layer type yet")
+        inner_node = _inner_node(b, node)
+        inner_masks = inner_rule(b, inner_node, xs[:1], b.in_masks(inner_node))
+        if inner_masks and inner_masks[0] is not None:
+            return [_unfold(b, inner_masks[0], xs[0])]
+    return [None if mask is None else _any_after_time(b, mask)]
+
+
+def _any_after_time(b: OnnxBuilder, mask: str) -> str:
+    """(batch, time, ...) -> (batch, time): `any` over the trailing axes."""
+    flat = b.op("Reshape", [mask, b.op("Concat", [_dims_from(b, mask, 0, 2), b.i64([-1])],
+                                        axis=0)])
+    return b.cast(b.reduce("ReduceMax", b.cast(flat, np.float32), [-1], keepdims=False), bool)
+
+
+def _inner_mask(b: OnnxBuilder, node: Node, xs: list[str], inner: dict, spec: Any) -> str | None:
+    """The folded (batch * time, ...) mask the runtime hands the inner layer when it reads
+    masks: Keras 3's explicit `mask=` tensor, else the mask arriving with the input."""
+    if not spec.uses_mask:
+        return None
+    mask = _td_explicit_mask(b, node, xs)
+    if mask is None and len(b.in_shape(node, 0)) > 3:  # a mask of (batch, time, ...)
+        mask = b.in_masks(node)[0]
+    if mask is None:
+        return None
+    if not CONVERTERS[inner["class_name"]].uses_mask:
+        raise UnsupportedLayer(
+            f"layer '{node.name}': TimeDistributed hands a Keras mask to its inner "
+            f"{inner['class_name']}, whose ONNX converter does not apply masks yet")
+    return _fold(b, mask)
+
+
+def _inner_node(b: OnnxBuilder, node: Node) -> Node:
+    """The wrapped layer as a node on the folded (batch * time, ...) tensors."""
+    inner, spec = _inner_layer(node.config)
+    weights = {n: node.weights[f"layer/{n}"] for n in spec.weight_names(inner["config"])}
+    in_shape, out_shape = b.in_shape(node), b.out_shape(node)
+    flat_in, flat_out = f"{node.name}/flat_in", f"{node.name}/flat_out"
+    b.facts.shapes[flat_in] = (None, *in_shape[2:])
+    b.facts.shapes[flat_out] = (None, *out_shape[2:])
+    b.facts.dtypes[flat_in] = b.dtype(node.inputs[0])
+    b.facts.dtypes[flat_out] = b.dtype(node.outputs[0])
+    return Node(f"{node.name}/{inner['config'].get('name', 'layer')}", inner["class_name"],
+                inner["config"], weights, [flat_in], [flat_out])
+
+
+@converter("TimeDistributed", mask=_time_distributed_masks, uses_mask=True)
+def convert_time_distributed(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
+    inner, spec = _inner_layer(node.config)
+    if inner["class_name"] not in CONVERTERS:
+        raise UnsupportedLayer(f"layer '{node.name}': TimeDistributed around "
+                               f"'{inner['class_name']}', which has no ONNX converter")
+    get_op(inner["class_name"], node.name)
+    inner_node = _inner_node(b, node)
+    mask = _inner_mask(b, node, xs, inner, spec)
+    if mask is not None:
+        b.masks[inner_node.inputs[0]] = mask
+    x = xs[0]
+    y = CONVERTERS[inner["class_name"]].convert(b, inner_node, [_fold(b, x)])
+    y = y if isinstance(y, str) else y[0]
+    return b.op("Identity", [_unfold(b, y, x)], name=node.name)
+
+
+# ----- TimeDistributed around a nested model: Fold -> inlined nodes -> Unfold --------------
 def _fold_masks(b: OnnxBuilder, node: Node, xs: list[str], masks: list) -> list:
     return [None if not masks or masks[0] is None else _fold(b, masks[0])]
 
@@ -371,23 +433,14 @@ def convert_time_fold(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
     return b.op("Identity", [_fold(b, xs[0])], name=node.name)
 
 
-def _unfold(b: OnnxBuilder, y: str, x: str) -> str:
-    """(batch * time, ...) back to (batch, time, ...) of the wrapper's input `x`."""
-    shape = b.op("Concat", [_dims_from(b, x, 0, 2), _dims_from(b, y, 1)], axis=0)
-    return b.op("Reshape", [y, shape])
-
-
 def _unfold_masks(b: OnnxBuilder, node: Node, xs: list[str], masks: list) -> list:
-    """As `ops.recurrent._unfold_masks`: tf_keras keeps the inner model's per-step mask,
-    else the wrapper's input mask, reduced to (batch, time)."""
+    """As `ops.recurrent._unfold_masks`."""
     inner, outer = (list(masks) + [None, None])[:2]
-    if int(node.config.get("keras_major", 3)) < 3 and inner is not None:
+    if _major(node.config) >= 3 or outer is None:
+        return [outer]
+    if inner is not None:
         return [_unfold(b, inner, xs[1])]
-    if outer is None:
-        return [None]
-    flat = b.op("Reshape", [outer, b.op("Concat", [_dims_from(b, outer, 0, 2), b.i64([-1])],
-                                         axis=0)])
-    return [b.cast(b.reduce("ReduceMax", b.cast(flat, np.float32), [-1], keepdims=False), bool)]
+    return [_any_after_time(b, outer)]
 
 
 @converter("TimeDistributedUnfold", mask=_unfold_masks)

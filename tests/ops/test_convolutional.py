@@ -388,8 +388,8 @@ INPLACE = ["linear", "relu", "relu6", "sigmoid", "swish", "silu", "tanh"]
 
 @pytest.mark.parametrize("name", INPLACE)
 def test_inplace_epilogue_activations_match_float64(name: str) -> None:
-    # the in-place forms (tanh-based sigmoid/swish, clip-based relu) over the whole float32
-    # range a conv output takes, including values where exp(-x) overflows, NaN kept
+    # the in-place forms (exp- or tanh-based sigmoid/swish, clip-based relu) over the whole
+    # float32 range a conv output takes, including values where exp(-x) overflows, NaN kept
     from tfless.ops import convolutional as conv
 
     z = np.concatenate([np.linspace(-120, 120, 20001), [-1e30, 1e30, 0.0]]).astype(np.float32)
@@ -404,3 +404,20 @@ def test_inplace_epilogue_activations_match_float64(name: str) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     assert sorted(conv.INPLACE_ACTIVATIONS) == sorted(INPLACE)
     assert np.isnan(conv.INPLACE_ACTIVATIONS[name](np.array([np.nan], np.float32))).all()
+
+
+@pytest.mark.parametrize("form", ["sigmoid_by_exp", "sigmoid_by_tanh", "swish_by_exp",
+                                  "swish_by_tanh"])
+def test_both_sigmoid_forms_match_float64(form: str) -> None:
+    # whichever form the first call picks on this CPU, both agree with float64
+    from tfless.ops import convolutional as conv
+
+    z = np.concatenate([np.linspace(-120, 120, 20001), [-1e30, 1e30, 0.0]]).astype(np.float32)
+    z64 = z.astype(np.float64)
+    with np.errstate(over="ignore"):
+        sig = 1 / (1 + np.exp(-z64))
+    want = z64 * sig if form.startswith("swish") else sig
+    with np.errstate(all="raise"):
+        got = getattr(conv, f"_{form}")(z.copy())
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert np.isnan(getattr(conv, f"_{form}")(np.array([np.nan], np.float32))).all()

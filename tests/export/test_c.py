@@ -331,6 +331,42 @@ def test_masks_from_embedding_and_masking_into_rnns(tmp_path: Path, api: str) ->
     check(build, [ids, feats], tmp_path, api=api)
 
 
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_masks_in_sequential_models(tmp_path: Path, api: str) -> None:
+    """A Sequential model's mask travels with the tensors in every Keras version (Keras 3
+    records no mask tensors for it): Embedding -> Dense (keeps the mask) -> LSTM, and
+    Masking -> GRU; the C code applied no mask to Keras 3 Sequential files before."""
+    ids = np.array([[3, 5, 1, 0, 0, 0], [0, 0, 2, 7, 11, 4], [4, 0, 6, 0, 8, 1]], np.float32)
+    check(lambda K: K.Sequential([K.Input((6,)), K.layers.Embedding(12, 4, mask_zero=True),
+                                  K.layers.Dense(5, activation="tanh"),
+                                  K.layers.LSTM(3, return_sequences=True), K.layers.GRU(2)]),
+          ids, tmp_path, api=api)
+    feats = rand(3, 6, 2)
+    feats[0, 3:] = 0.0
+    feats[2, 1] = 0.0
+    (tmp_path / "masking").mkdir()
+    check(lambda K: K.Sequential([K.Input((6, 2)), K.layers.Masking(0.0),
+                                  K.layers.GRU(3, go_backwards=True)]),
+          feats, tmp_path / "masking", api=api)
+
+
+@pytest.mark.parametrize("api", ["keras3", "tf_keras"])
+def test_sequential_masks_reaching_other_layers_are_refused(tmp_path: Path, api: str) -> None:
+    K = keras_module(api)
+    pooled = K.Sequential([K.Input((5,)), K.layers.Embedding(10, 3, mask_zero=True),
+                           K.layers.GlobalAveragePooling1D(name="pool")])
+    per_step = K.Sequential([K.Input((4, 5)), K.layers.Embedding(10, 3, mask_zero=True),
+                             K.layers.TimeDistributed(K.layers.GlobalAveragePooling1D(),
+                                                      name="steps")])
+    for model, match in ((pooled, "'pool' \\(GlobalAveragePooling1D\\): a Keras mask"),
+                         (per_step, "'steps' \\(TimeDistributed\\): a Keras mask over more")):
+        name = "model.keras" if api == "keras3" else "model.h5"
+        loaded = tfless.load(save(model, tmp_path, name))
+        with pytest.raises(UnsupportedLayer, match=match):
+            export_c(loaded, tmp_path / "c")
+        assert not (tmp_path / "c").exists()
+
+
 def test_masks_reaching_other_layers_are_refused(tmp_path: Path) -> None:
     K = keras_module("keras3")
     inp = K.Input((5,))

@@ -163,7 +163,8 @@ class Emitted:
     body: str
     doc: str = ""
     # a Keras mask on output 0: "new" = the layer writes one (my0, one flag per timestep),
-    # "pass" = output 0 carries the input's mask unchanged
+    # "pass" = output 0 carries the input's mask unchanged, "unsupported" = output 0 carries
+    # a mask the C export cannot represent (refused where a layer would use it)
     out_mask: str = ""
 
 
@@ -275,11 +276,12 @@ def emit_dense(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
 @emits("Embedding")
 def emit_embedding(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
     (shape,) = ins
-    # Keras 1/2 files carry masks implicitly; Keras 3 files save the mask as its own tensor
-    # (keras.ops.NotEqual) passed to the layers that use it
-    mask_zero = bool(node.config.get("mask_zero")) and "keras_major" in node.config
-    if mask_zero and len(shape) != 1:
-        raise _unsupported(node, f"mask_zero=True on input shape {shape} (only (timesteps,))")
+    # The mask travels with the output (Keras 1/2 files, Keras 3 Sequential models); Keras 3
+    # functional models also save it as its own tensor (keras.ops.NotEqual) passed to the
+    # layers that use it, which then read that one instead. Only one flag per timestep is
+    # kept in C: a mask over more axes is "unsupported", refused where a layer would use it.
+    mask_zero = bool(node.config.get("mask_zero"))
+    per_step = mask_zero and len(shape) == 1
     table = node.weights["embeddings"]
     rows, dim = table.shape
     t = ctx.weight("embeddings", table)
@@ -291,11 +293,11 @@ def emit_embedding(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
         f"        if (id < 0 || id >= {rows}) {{ model_error = 1; id_out_of_range = x0[i]; return; }}\n"
         f"        memcpy(y0 + (size_t)i * {dim}, {t} + id * {dim}, {dim} * sizeof(float));\n"
         + ("        my0[i] = x0[i] != 0.0f;  /* mask_zero: id 0 is padding */\n"
-           if mask_zero else "")
+           if per_step else "")
         + "    }\n"
     )
-    return Emitted([(*shape, dim)], body, f"Embedding {rows} x {dim}",
-                   "new" if mask_zero else "")
+    out_mask = "new" if per_step else "unsupported" if mask_zero else ""
+    return Emitted([(*shape, dim)], body, f"Embedding {rows} x {dim}", out_mask)
 
 
 @emits("Masking")
@@ -305,9 +307,9 @@ def emit_masking(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
         raise _unsupported(node, f"input shape {shape} (only (timesteps, features))")
     steps, n = shape
     value = c_float(node.config.get("mask_value", 0.0))
-    # Keras 1/2 files carry the mask implicitly (my0); Keras 3 files compute it as
-    # separate NotEqual + Any tensors
-    implicit = "keras_major" in node.config
+    # the mask travels with the output (my0), as for Embedding; Keras 3 functional models
+    # also compute it as separate NotEqual + Any tensors
+    implicit = True
     body = (
         f"    for (int t = 0; t < {steps}; ++t) {{\n"
         f"        const float* xt = x0 + (size_t)t * {n};\n"
@@ -991,6 +993,39 @@ RNN_GATES = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}
 MASK_USERS = ("SimpleRNN", "GRU", "LSTM", "Bidirectional")
 
 
+UNSUPPORTED_MASK = "unsupported"  # a mask over more than the time axis
+
+
+def _incoming_masks(node: Node, in_masks: list[str | None]) -> tuple[list[str | None], bool]:
+    """The masks `node` reads from its inputs, and whether it passes input 0's on, as the
+    runtime does. A Keras 3 functional call that names its own `mask=` tensor reads that
+    one; a layer that neither reads nor passes masks drops them (Keras 3 destroys them
+    there); a layer that keeps masks passes input 0's on; the recurrent layers apply them."""
+    from ..ops import get_op
+
+    explicit = isinstance((node.config.get("call_kwargs") or {}).get("mask"), dict)
+    if explicit and node.op not in MASK_USERS:
+        raise _unsupported(node, "a Keras mask passed with mask= (the C export applies masks "
+                           f"in {', '.join(MASK_USERS)} only)")
+    if explicit or not any(in_masks):
+        return [None] * len(in_masks), False
+    spec = get_op(node.op, node.name)
+    if node.op in MASK_USERS and not any(in_masks[1:]) and in_masks[0] != UNSUPPORTED_MASK:
+        return in_masks, False
+    if not spec.uses_mask and spec.mask == "drop":
+        return [None] * len(in_masks), False
+    if not spec.uses_mask and spec.mask == "keep" and in_masks[0] != UNSUPPORTED_MASK:
+        return [None] * len(in_masks), True
+    if UNSUPPORTED_MASK in in_masks:
+        raise _unsupported(node, "a Keras mask over more than the time axis (from "
+                           "Embedding(mask_zero=True) on an input of rank > 1) reaching this "
+                           "layer; the C export keeps one mask flag per timestep")
+    raise _unsupported(node, "a Keras mask (from Embedding(mask_zero=True) or Masking) reaching "
+                       "this layer; the C export applies masks (one flag per timestep) in "
+                       f"{', '.join(MASK_USERS)} and passes them through layers that keep "
+                       "them (Dense, Activation, ...)")
+
+
 def _rnn_call(node: Node, ins: list[Shape], ctx: Context) -> tuple[Shape, str | None]:
     """The sequence's shape and the C expression base of its mask, if any: Keras 2 files
     carry masks implicitly (mx0); Keras 3 files pass them as an input tensor (0/1 floats)."""
@@ -1348,14 +1383,8 @@ def generate(model: Any, n_test: int = 2) -> CSource:
         used_names.add(fn)
         ctx.fn = fn
         ins = [shapes[t] for t in node.inputs]
-        in_masks = [masks.get(t) for t in node.inputs]
-        explicit_mask = isinstance((node.config.get("call_kwargs") or {}).get("mask"), dict)
-        if (any(in_masks) or explicit_mask) and (
-                node.op not in MASK_USERS or in_masks[1:] != [None] * (len(ins) - 1)):
-            raise _unsupported(node, "a Keras mask (from Embedding(mask_zero=True) or Masking) "
-                               "reaching this layer; the C export applies masks in "
-                               f"{', '.join(MASK_USERS)} fed directly by the masking layer or by "
-                               "another of these with return_sequences=True")
+        arriving = [masks.get(t) for t in node.inputs]
+        in_masks, passes_mask = _incoming_masks(node, arriving)
         ctx.in_mask = "mx0" if in_masks and in_masks[0] else None
         try:
             emitted = EMITTERS[node.op](node, ins, ctx)
@@ -1380,8 +1409,13 @@ def generate(model: Any, n_test: int = 2) -> CSource:
             mask_buffers[masks[node.outputs[0]]] = emitted.out_shapes[0][0]
             params.append("unsigned char* my0")
             args.append(masks[node.outputs[0]])
-        elif emitted.out_mask == "pass":
-            masks[node.outputs[0]] = in_masks[0]
+        elif emitted.out_mask == "pass" or passes_mask:
+            if emitted.out_shapes[0][:1] != ins[0][:1]:
+                raise _unsupported(node, "a Keras mask reaching a layer that changes the "
+                                   "number of timesteps")
+            masks[node.outputs[0]] = arriving[0]
+        elif emitted.out_mask == "unsupported":
+            masks[node.outputs[0]] = UNSUPPORTED_MASK
         functions.append(
             f"/* {node.name}: {emitted.doc}; "
             f"{' + '.join(str(s) for s in ins)} -> {', '.join(str(s) for s in emitted.out_shapes)} */\n"

@@ -515,6 +515,17 @@ def test_time_distributed_hands_its_mask_to_the_inner_layer_keras3(source: str, 
     _mask_parity("keras3", K.Model(inp, K.layers.TimeDistributed(inner)(x)), data, tmp_path)
 
 
+def _both_backends(api: str, model: Any, data: np.ndarray, tmp_path: Path) -> None:
+    """Keras vs the NumPy runtime and backend="onnxruntime", from the .h5 file."""
+    randomize_weights(model)
+    want = keras_predict(model, data)
+    path = tmp_path / "model.h5"
+    model.save(path)
+    for backend in ("numpy", "onnxruntime"):
+        got = tfless.load(path, backend=backend).predict(data, structured=False)
+        assert_close(got, want, f"{api} {backend}")
+
+
 @pytest.mark.parametrize(("api", "sequential"), [("tf_keras", False), ("tf_keras", True),
                                                  ("keras3", True)])
 @pytest.mark.parametrize("target", sorted(MASK_TD_TARGETS))
@@ -532,13 +543,7 @@ def test_time_distributed_hands_the_incoming_mask_to_the_inner_layer(
     else:
         inp, x, data = _masked_source(K, "masking", items=True)
         model = K.Model(inp, K.layers.TimeDistributed(MASK_TD_TARGETS[target](K))(x))
-    randomize_weights(model)
-    want = keras_predict(model, data)
-    path = tmp_path / "model.h5"
-    model.save(path)
-    for backend in ("numpy", "onnxruntime"):
-        got = tfless.load(path, backend=backend).predict(data, structured=False)
-        assert_close(got, want, f"{api} {backend}")
+    _both_backends(api, model, data, tmp_path)
 
 
 # Two TimeDistributed layers in a row over (batch, time, items) tokens: the mask the first
@@ -577,13 +582,7 @@ def test_time_distributed_passes_masks_on_as_keras_does(api: str, chain: str, se
         for layer in TD_CHAINS[chain](K):
             x = layer(x)
         model = K.Model(inp, x)
-    randomize_weights(model)
-    want = keras_predict(model, MASK_TOKENS_4D)
-    path = tmp_path / "model.h5"
-    model.save(path)
-    for backend in ("numpy", "onnxruntime"):
-        got = tfless.load(path, backend=backend).predict(MASK_TOKENS_4D, structured=False)
-        assert_close(got, want, f"{api} {backend}")
+    _both_backends(api, model, MASK_TOKENS_4D, tmp_path)
 
 
 def _flat(y: Any) -> Any:

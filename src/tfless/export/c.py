@@ -309,17 +309,16 @@ def emit_masking(node: Node, ins: list[Shape], ctx: Context) -> Emitted:
     value = c_float(node.config.get("mask_value", 0.0))
     # the mask travels with the output (my0), as for Embedding; Keras 3 functional models
     # also compute it as separate NotEqual + Any tensors
-    implicit = True
     body = (
         f"    for (int t = 0; t < {steps}; ++t) {{\n"
         f"        const float* xt = x0 + (size_t)t * {n};\n"
         f"        unsigned char keep = 0;\n"
         f"        for (int i = 0; i < {n}; ++i) keep |= xt[i] != {value};\n"
-        + ("        my0[t] = keep;\n" if implicit else "") +
+        f"        my0[t] = keep;\n"
         f"        for (int i = 0; i < {n}; ++i) y0[(size_t)t * {n} + i] = xt[i] * (float)keep;\n"
         f"    }}\n"
     )
-    return Emitted([shape], body, f"Masking (mask_value {value})", "new" if implicit else "")
+    return Emitted([shape], body, f"Masking (mask_value {value})", "new")
 
 
 # ----- activation layers --------------------------------------------------------------

@@ -388,7 +388,10 @@ _TANH_CLEARLY_FASTER = 0.75
 _chosen: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
 
 
-def _quickest(by_exp: Callable, by_tanh: Callable) -> Callable:
+def _fastest(name: str, by_exp: Callable, by_tanh: Callable) -> Callable:
+    """The form chosen for `name`, timed on one block at its first use."""
+    if name in _chosen:
+        return _chosen[name]
     sample = np.linspace(-12, 12, EPILOGUE_BLOCK // 4, dtype=F32)
     best: dict[Callable, float] = {}
     for _ in range(3):
@@ -398,19 +401,16 @@ def _quickest(by_exp: Callable, by_tanh: Callable) -> Callable:
             form(y)
             seconds = time.perf_counter() - start
             best[form] = min(best.get(form, seconds), seconds)
-    return by_tanh if best[by_tanh] < _TANH_CLEARLY_FASTER * best[by_exp] else by_exp
+    faster = by_tanh if best[by_tanh] < _TANH_CLEARLY_FASTER * best[by_exp] else by_exp
+    return _chosen.setdefault(name, faster)
 
 
 def _sigmoid_inplace(y: np.ndarray) -> np.ndarray:
-    form = _chosen.get("sigmoid") or _chosen.setdefault(
-        "sigmoid", _quickest(_sigmoid_by_exp, _sigmoid_by_tanh))
-    return form(y)
+    return _fastest("sigmoid", _sigmoid_by_exp, _sigmoid_by_tanh)(y)
 
 
 def _swish_inplace(y: np.ndarray) -> np.ndarray:
-    form = _chosen.get("swish") or _chosen.setdefault(
-        "swish", _quickest(_swish_by_exp, _swish_by_tanh))
-    return form(y)
+    return _fastest("swish", _swish_by_exp, _swish_by_tanh)(y)
 
 
 # Activations applied in place on the layer's own freshly computed output (saves a pass

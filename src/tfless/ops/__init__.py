@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     preprocessing,
     recurrent,
     reshaping,
+    tf,
     tflite,
     tfop,
 )

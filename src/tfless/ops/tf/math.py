@@ -1,0 +1,368 @@
+"""Raw TensorFlow math ops: elementwise arithmetic, comparisons, unary functions, MatMul,
+BatchMatMul, Einsum, Cast, reductions and scans (TF's math_ops vocabulary).
+
+Every kernel keeps TF's dtype rules: both operands of a binary op share the type T and the
+result is T (int32 shape arithmetic stays int32); comparisons give bool. Integer division
+by zero is an error in TF, so it is one here too (never NumPy's silent 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..activations import ACTIVATIONS, erf, sigmoid, softplus
+from .common import Compute, TfNode, arr, ints, norm_axis, tf_kernel, to_dtype
+
+F32 = np.float32
+Binary = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _check_int_divisor(node: TfNode, x: np.ndarray, y: np.ndarray) -> None:
+    if x.dtype.kind in "iu" and not np.all(y):
+        raise node.bad_input("integer division by zero")
+
+
+def _trunc_div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    if x.dtype.kind == "f":
+        return np.trunc(x / y)
+    q = np.abs(x) // np.abs(y)
+    return np.where((x < 0) != (y < 0), -q, q)
+
+
+def _floor_div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.floor(x / y) if x.dtype.kind == "f" else np.floor_divide(x, y)
+
+
+def _real_div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.true_divide(x, y) if x.dtype.kind == "f" else _trunc_div(x, y)
+
+
+def _div_no_nan(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    safe = np.where(y == 0, y.dtype.type(1), y)
+    return np.where(y == 0, x.dtype.type(0), np.true_divide(x, safe))
+
+
+def _pow(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    if x.dtype.kind in "iu" and np.any(y < 0):
+        # TF raises for negative integer exponents ("Integers to negative powers")
+        raise ValueError("integers to negative integer powers are not allowed")
+    return np.power(x, y)
+
+
+BINARY: dict[str, Binary] = {
+    "Add": np.add, "AddV2": np.add, "Sub": np.subtract, "Mul": np.multiply,
+    "RealDiv": _real_div, "Div": _real_div, "TruncateDiv": _trunc_div,
+    "FloorDiv": _floor_div, "FloorMod": np.mod, "TruncateMod": np.fmod,
+    "Maximum": np.maximum, "Minimum": np.minimum, "Pow": _pow,
+    "SquaredDifference": lambda x, y: np.square(x - y),
+    "DivNoNan": _div_no_nan,
+    "MulNoNan": lambda x, y: np.where(y == 0, x.dtype.type(0), x * y),
+    "Atan2": np.arctan2, "Xdivy": lambda x, y: np.where(x == 0, x, x / y),
+    "BitwiseAnd": np.bitwise_and, "BitwiseOr": np.bitwise_or, "BitwiseXor": np.bitwise_xor,
+    "LeftShift": np.left_shift, "RightShift": np.right_shift,
+}
+INT_DIVISIONS = {"RealDiv", "Div", "TruncateDiv", "FloorDiv", "FloorMod", "TruncateMod"}
+FLOAT_ONLY = {"Atan2", "Xdivy", "DivNoNan"}
+INT_ONLY = {"BitwiseAnd", "BitwiseOr", "BitwiseXor", "LeftShift", "RightShift"}
+
+
+def _binary(op: str) -> Callable[[TfNode], Compute]:
+    fn = BINARY[op]
+    divides = op in INT_DIVISIONS
+
+    def make(node: TfNode) -> Compute:
+        def compute(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            x, y = arr(x), arr(y)
+            if x.dtype != y.dtype:
+                raise node.bad_input(f"operands have different types {x.dtype} and {y.dtype}")
+            if op in FLOAT_ONLY and x.dtype.kind != "f" or op in INT_ONLY and x.dtype.kind \
+                    not in "iu" or x.dtype == np.bool_ and op not in ("Maximum", "Minimum"):
+                raise node.bad_input(f"operands of type {x.dtype} are not supported")
+            if divides:
+                _check_int_divisor(node, x, y)
+            with np.errstate(all="ignore"):  # inf/nan results as TF gives them
+                return arr(fn(x, y)).astype(x.dtype, copy=False)
+
+        return compute
+
+    return make
+
+
+for _op in BINARY:
+    tf_kernel(_op)(_binary(_op))
+
+
+COMPARISONS: dict[str, Binary] = {
+    "Less": np.less, "LessEqual": np.less_equal, "Greater": np.greater,
+    "GreaterEqual": np.greater_equal, "Equal": np.equal, "NotEqual": np.not_equal,
+    "LogicalAnd": np.logical_and, "LogicalOr": np.logical_or,
+}
+
+
+def _comparison(op: str) -> Callable[[TfNode], Compute]:
+    fn = COMPARISONS[op]
+
+    def make(node: TfNode) -> Compute:
+        if op in ("Equal", "NotEqual") and not node.attr("incompatible_shape_error", True):
+            raise node.refuse("incompatible_shape_error", False, "True")
+
+        def compute(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            x, y = arr(x), arr(y)
+            if op.startswith("Logical") and (x.dtype != np.bool_ or y.dtype != np.bool_):
+                raise node.bad_input(f"operands must be bool, got {x.dtype} and {y.dtype}")
+            return arr(fn(x, y))
+
+        return compute
+
+    return make
+
+
+for _op in COMPARISONS:
+    tf_kernel(_op)(_comparison(_op))
+
+
+@tf_kernel("LogicalNot")
+def logical_not(node: TfNode) -> Compute:
+    return lambda x: arr(np.logical_not(x))
+
+
+@tf_kernel("AddN")
+def add_n(node: TfNode) -> Compute:
+    def compute(*xs: np.ndarray) -> np.ndarray:
+        total = arr(xs[0]).copy()
+        for x in xs[1:]:
+            total += x
+        return total
+
+    return compute
+
+
+def _rsqrt(x: np.ndarray) -> np.ndarray:
+    return x.dtype.type(1) / np.sqrt(x)
+
+
+def _round_half_even(x: np.ndarray) -> np.ndarray:
+    return np.round(x) if x.dtype.kind == "f" else x
+
+
+UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "Neg": np.negative, "Abs": np.abs, "Square": np.square, "Sign": np.sign,
+    "Exp": np.exp, "Expm1": np.expm1, "Log": np.log, "Log1p": np.log1p,
+    "Sqrt": np.sqrt, "Rsqrt": _rsqrt, "Reciprocal": lambda x: x.dtype.type(1) / x,
+    "Inv": lambda x: x.dtype.type(1) / x,
+    "Floor": np.floor, "Ceil": np.ceil, "Round": _round_half_even, "Rint": np.rint,
+    "Sin": np.sin, "Cos": np.cos, "Tan": np.tan, "Asin": np.arcsin, "Acos": np.arccos,
+    "Atan": np.arctan, "Sinh": np.sinh, "Cosh": np.cosh, "Asinh": np.arcsinh,
+    "Acosh": np.arccosh, "Atanh": np.arctanh,
+    "Erf": erf, "Erfc": lambda x: x.dtype.type(1) - erf(x),
+    "Sigmoid": sigmoid, "Tanh": np.tanh,
+    "Softplus": softplus, "Softsign": ACTIVATIONS["softsign"],
+    "Invert": np.invert,
+}
+FLOAT_UNARY = {"Exp", "Expm1", "Log", "Log1p", "Sqrt", "Rsqrt", "Floor", "Ceil", "Rint", "Sin",
+               "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
+               "Erf", "Erfc", "Sigmoid", "Tanh", "Softplus", "Softsign"}
+
+
+def _unary(op: str) -> Callable[[TfNode], Compute]:
+    fn = UNARY[op]
+
+    def make(node: TfNode) -> Compute:
+        def compute(x: np.ndarray) -> np.ndarray:
+            x = arr(x)
+            if op in FLOAT_UNARY and x.dtype.kind != "f" or op == "Invert" and x.dtype.kind \
+                    not in "iu" or x.dtype == np.bool_:
+                raise node.bad_input(f"input of type {x.dtype} is not supported")
+            with np.errstate(all="ignore"):
+                return arr(fn(x)).astype(x.dtype, copy=False)
+
+        return compute
+
+    return make
+
+
+for _op in UNARY:
+    tf_kernel(_op)(_unary(_op))
+
+
+def _predicate(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[TfNode], Compute]:
+    def make(node: TfNode) -> Compute:
+        return lambda x: arr(fn(x))
+
+    return make
+
+
+tf_kernel("IsNan")(_predicate(np.isnan))
+tf_kernel("IsInf")(_predicate(np.isinf))
+tf_kernel("IsFinite")(_predicate(np.isfinite))
+
+
+@tf_kernel("ClipByValue")
+def clip_by_value(node: TfNode) -> Compute:
+    return lambda x, lo, hi: arr(np.minimum(np.maximum(x, lo), hi)).astype(x.dtype, copy=False)
+
+
+@tf_kernel("Cast")
+def cast(node: TfNode) -> Compute:
+    dst = node.dtype("DstT")
+
+    def compute(x: np.ndarray) -> np.ndarray:
+        x = arr(x)
+        if dst == np.bool_:
+            return x != 0
+        with np.errstate(invalid="ignore"):  # float -> int truncates toward zero, as in TF
+            return x.astype(dst)
+
+    return compute
+
+
+# ----- matrix products -------------------------------------------------------------------
+@tf_kernel("MatMul")
+def matmul(node: TfNode) -> Compute:
+    ta, tb = bool(node.attr("transpose_a", False)), bool(node.attr("transpose_b", False))
+
+    def compute(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if a.ndim != 2 or b.ndim != 2:
+            raise node.bad_input(f"MatMul needs two matrices, got shapes {a.shape}, {b.shape}")
+        a = a.T if ta else a
+        b = b.T if tb else b
+        if a.shape[1] != b.shape[0]:
+            raise node.bad_input(f"matrix shapes {a.shape} and {b.shape} do not fit")
+        return arr(np.matmul(a, b))
+
+    return compute
+
+
+@tf_kernel("BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
+def batch_matmul(node: TfNode) -> Compute:
+    adj_x, adj_y = bool(node.attr("adj_x", False)), bool(node.attr("adj_y", False))
+    out = node.dtype("Tout") if "Tout" in node.config else None
+
+    def compute(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if x.ndim < 2 or y.ndim < 2:
+            raise node.bad_input(f"operands must be at least rank 2, got {x.shape}, {y.shape}")
+        if out is not None and (x.dtype != out or y.dtype != out):
+            x, y = x.astype(out), y.astype(out)
+        x = np.swapaxes(x, -1, -2) if adj_x else x
+        y = np.swapaxes(y, -1, -2) if adj_y else y
+        if x.shape[-1] != y.shape[-2]:
+            raise node.bad_input(f"matrix shapes {x.shape} and {y.shape} do not fit")
+        return arr(np.matmul(x, y))
+
+    return compute
+
+
+@tf_kernel("Einsum")
+def einsum(node: TfNode) -> Compute:
+    equation = str(node.attr("equation")).replace(" ", "")
+    if "->" not in equation:
+        raise node.refuse("equation", equation, "explicit equations with '->'")
+
+    def compute(*operands: np.ndarray) -> np.ndarray:
+        # two operands contract with BLAS (tensordot) when optimize is on
+        return arr(np.einsum(equation, *operands, optimize=len(operands) > 1))
+
+    return compute
+
+
+# ----- reductions and scans --------------------------------------------------------------
+def _axes(node: TfNode, axes: Any, rank: int) -> tuple[int, ...]:
+    return tuple(sorted({norm_axis(node, a, rank) for a in ints(axes)}))
+
+
+def _mean(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    if x.dtype.kind in "iu":  # TF divides an integer sum by the count, truncating
+        count = int(np.prod([x.shape[a] for a in axis])) if axis else 1
+        total = np.sum(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
+        return _trunc_div(total, np.asarray(max(count, 1), x.dtype)).astype(x.dtype)
+    return np.mean(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
+
+
+REDUCERS: dict[str, Callable[..., np.ndarray]] = {
+    "Sum": np.sum, "Mean": _mean, "Max": np.max, "Min": np.min, "Prod": np.prod,
+    "All": np.all, "Any": np.any,
+    "EuclideanNorm": lambda x, axis, keepdims: np.sqrt(np.sum(np.square(x), axis=axis,
+                                                              keepdims=keepdims)),
+}
+
+
+def _reducer(op: str) -> Callable[[TfNode], Compute]:
+    fn = REDUCERS[op]
+
+    def make(node: TfNode) -> Compute:
+        keep = bool(node.attr("keep_dims", False))
+
+        def compute(x: np.ndarray, axes: np.ndarray) -> np.ndarray:
+            x = arr(x)
+            if (op in ("All", "Any")) != (x.dtype == np.bool_):
+                raise node.bad_input(f"input of type {x.dtype} is not supported")
+            axis = _axes(node, axes, x.ndim)
+            if op in ("Max", "Min") and any(x.shape[a] == 0 for a in axis):
+                # TF reduces an empty axis to the type's lowest/highest value
+                info = np.finfo(x.dtype) if x.dtype.kind == "f" else np.iinfo(x.dtype)
+                fill = (-np.inf if x.dtype.kind == "f" else info.min) if op == "Max" else \
+                    (np.inf if x.dtype.kind == "f" else info.max)
+                shape = [1 if a in axis else n for a, n in enumerate(x.shape)]
+                out = np.full(shape, fill, x.dtype)
+                return out if keep else out.reshape([n for a, n in enumerate(shape)
+                                                     if a not in axis])
+            return arr(fn(x, axis=axis, keepdims=keep)).astype(x.dtype, copy=False)
+
+        return compute
+
+    return make
+
+
+for _op in REDUCERS:
+    tf_kernel(_op)(_reducer(_op))
+
+
+def _arg(op: str) -> Callable[[TfNode], Compute]:
+    fn = np.argmax if op == "ArgMax" else np.argmin
+
+    def make(node: TfNode) -> Compute:
+        out = node.dtype("output_type", "int64")
+
+        def compute(x: np.ndarray, axis: np.ndarray) -> np.ndarray:
+            a = norm_axis(node, int(np.asarray(axis).reshape(-1)[0]), x.ndim)
+            if x.shape[a] == 0:
+                raise node.bad_input(f"cannot take {op} over the empty axis {a}")
+            return arr(fn(x, axis=a)).astype(out)
+
+        return compute
+
+    return make
+
+
+tf_kernel("ArgMax")(_arg("ArgMax"))
+tf_kernel("ArgMin")(_arg("ArgMin"))
+
+
+def _scan(op: str) -> Callable[[TfNode], Compute]:
+    fn = np.cumsum if op == "Cumsum" else np.cumprod
+    identity = 0 if op == "Cumsum" else 1
+
+    def make(node: TfNode) -> Compute:
+        exclusive, reverse = bool(node.attr("exclusive", False)), bool(node.attr("reverse", False))
+
+        def compute(x: np.ndarray, axis: np.ndarray) -> np.ndarray:
+            a = norm_axis(node, int(np.asarray(axis).reshape(-1)[0]), x.ndim)
+            y = np.flip(x, a) if reverse else x
+            y = fn(y, axis=a, dtype=x.dtype)
+            if exclusive:
+                head = np.full_like(np.take(y, [0], axis=a), identity)
+                y = np.concatenate([head, np.take(y, np.arange(y.shape[a] - 1), axis=a)], a)
+            return np.ascontiguousarray(np.flip(y, a)) if reverse else y
+
+        return compute
+
+    return make
+
+
+tf_kernel("Cumsum")(_scan("Cumsum"))
+tf_kernel("Cumprod")(_scan("Cumprod"))
+
+__all__ = ["BINARY", "COMPARISONS", "REDUCERS", "UNARY", "to_dtype"]

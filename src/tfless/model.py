@@ -66,7 +66,8 @@ class Model:
         arrays = []
         for spec in self.graph.inputs:
             shape = (1,) + tuple(size if d is None else d for d in spec.shape[1:])
-            arrays.append(np.zeros(shape, dtype=spec.dtype))
+            arrays.append(np.full(shape, "", dtype=object) if spec.dtype == "string"
+                          else np.zeros(shape, dtype=spec.dtype))
         return arrays
 
     def _probe_shapes(self, tensor_ids: Sequence[str] | None = None,
@@ -151,7 +152,9 @@ class Model:
             arr = np.asarray(item)
         except (ValueError, TypeError) as exc:
             raise InputError(f"input '{spec.name}': cannot be read as an array: {exc}") from exc
-        if arr.dtype.kind not in "biuf":
+        if spec.dtype == "string":
+            arr = _string_array(spec, arr)
+        elif arr.dtype.kind not in "biuf":
             raise InputError(
                 f"input '{spec.name}': expected numbers ({spec.dtype}), got dtype {arr.dtype}"
             )
@@ -166,6 +169,8 @@ class Model:
                     f"input '{spec.name}': expected shape {_fmt(spec.shape)}, got {arr.shape} "
                     f"(axis {axis} must be {want})"
                 )
+        if spec.dtype == "string":
+            return arr
         dtype = np.dtype(spec.dtype) if spec.dtype in np.sctypeDict else np.dtype(np.float32)
         # NaN/inf flow through as in Keras: no per-call scan of the input
         return np.ascontiguousarray(arr, dtype=dtype)
@@ -277,3 +282,22 @@ def _reader(path: Path, weights: Path | None) -> Callable[[], Graph]:
         return read_graph(path, weights)
 
     return reread
+
+
+def _string_array(spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
+    """String tensors are NumPy object arrays of Python `str` (bytes decoded as UTF-8, as
+    TensorFlow's string ops read them)."""
+    if arr.dtype.kind == "U":
+        return arr.astype(object)
+    if arr.dtype.kind == "S":
+        return np.char.decode(arr, "utf-8").astype(object)
+    if arr.dtype.kind == "O":
+        out = np.empty(arr.shape, dtype=object)
+        for i, v in enumerate(arr.flat):
+            if isinstance(v, bytes):
+                v = v.decode("utf-8")
+            if not isinstance(v, str):
+                raise InputError(f"input '{spec.name}': expected strings, got {type(v).__name__}")
+            out.flat[i] = v
+        return out
+    raise InputError(f"input '{spec.name}': expected strings, got dtype {arr.dtype}")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedLayer
+from .refusals import refusal
 
 Run = Callable[..., Any]
 Builder = Callable[[dict[str, Any], dict[str, np.ndarray]], Run]
@@ -90,6 +91,11 @@ def get_op(name: str, layer: str = "") -> OpSpec:
         return REGISTRY[name]
     except KeyError:
         where = f"layer '{layer}' " if layer else ""
+        reason = refusal(name)
+        if reason is not None:  # a documented refusal: say why, not what else exists
+            raise UnsupportedLayer(
+                f"{where}has type '{name}', which tfless does not run: {reason}"
+            ) from None
         family = name.rsplit(".", 1)[0] + "." if "." in name else ""
         if family:  # a keras.ops call or a TFLite operator: list its own family
             known = sorted(n[len(family):] for n in REGISTRY if n.startswith(family))

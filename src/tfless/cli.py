@@ -126,6 +126,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .scale.command import run_predict
+
+    scored = run_predict(args, _load)  # tables, folders, globs, engines: streamed in chunks
+    if scored is not None:
+        return scored
     model = _load(args)
     x = read_inputs(args.input, model)
     y = model.predict(x, batch_size=args.batch_size, structured=False)
@@ -170,13 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="run a model on inputs from a file")
     p.add_argument("model")
     p.add_argument("-i", "--input", required=True,
-                   help=".npy, .npz (keys = input names), .json, or - for JSON on stdin")
-    p.add_argument("-o", "--output", help=".npy, .npz or .json (default: JSON on stdout)")
+                   help=".npy, .npz (keys = input names), .json, or - for JSON on stdin; "
+                   ".parquet, .csv, a folder or glob of .npy/.npz/images (streamed)")
+    p.add_argument("-o", "--output", help=".npy, .npz or .json (default: JSON on stdout); "
+                   ".parquet, .csv or .npy when streaming")
     p.add_argument("--weights", help="weights .h5 for an architecture JSON file")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--top", type=int, default=0, metavar="K",
                    help="print the K best classes per sample instead of raw outputs")
     p.add_argument("--backend", choices=["numpy", "onnxruntime"], default=None)
+    from .scale.command import add_predict_options
+
+    add_predict_options(p)
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("verify", help="compare tfless with Keras on the same inputs "

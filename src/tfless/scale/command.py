@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, TflessError

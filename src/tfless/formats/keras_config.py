@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ModelFormatError, UnsafeModelError, UnsupportedLayer
 from ..graph import Graph, Node, TensorSpec
-from ..ops import get_op
+from ..ops import REGISTRY, get_op
 from .normalize import normalize_layer
 from .weights import LayerRef, WeightSource
 
@@ -284,6 +284,11 @@ class GraphBuilder:
                 "the Lambda with built-in layers and re-save the model"
             )
         label = "/".join(names)
+        if self.major >= 3 and "module" not in layer and _is_raw_op_call(cls, call):
+            # Keras 3's legacy .h5 writer drops `module`, so `x + 3.0` (keras.ops.add, as in
+            # MobileNetV3's hard-swish) reads as an `Add` layer: its call arguments tell
+            cls = f"keras.ops.{cls}"
+            call.args = _unpack_constant_list(call.args)
         try:
             spec = get_op(cls, label)
         except UnsupportedLayer:
@@ -404,6 +409,27 @@ class GraphBuilder:
             f"({', '.join(n for n, _ in found)}) but its config needs {len(expected)} "
             f"({', '.join(expected)})"
         )
+
+
+def _is_raw_op_call(cls: str, call: _Call) -> bool:
+    """A merge-layer class name whose call is not one list of tensors: a merge layer takes
+    exactly that, the keras.ops function of the same class name takes separate arguments
+    (`Add(x, y)`, `Multiply(x, 0.5)`) or a list holding a constant."""
+    if f"keras.ops.{cls}" not in REGISTRY or cls not in REGISTRY or call.kwargs:
+        return False
+    args = call.args
+    if len(args) == 1 and isinstance(args[0], list) and \
+            all(isinstance(a, dict) and TENSOR in a for a in args[0]):
+        return False
+    return len(args) != 1 or isinstance(args[0], list)
+
+
+def _unpack_constant_list(args: list[Any]) -> list[Any]:
+    """`[[x, 3.0]]` (a list with a constant, which only the keras.ops function accepts)
+    becomes the function's two arguments."""
+    if len(args) == 1 and isinstance(args[0], list) and len(args[0]) == 2:
+        return list(args[0])
+    return args
 
 
 def layer_name(layer: dict) -> str:

@@ -6,7 +6,9 @@ of families.
 
 from . import (  # noqa: F401
     activations,
+    applications,
     attention,
+    categorical,
     convolutional,
     core,
     merging,
@@ -17,6 +19,7 @@ from . import (  # noqa: F401
     reshaping,
     tf,
     tflite,
+    tflite_quant,
     tfop,
 )
 from .registry import REGISTRY, OpSpec, get_op, register, supported_ops

@@ -241,17 +241,27 @@ def _fmt(shape: Shape) -> str:
 
 
 def load(path: str | Path, weights: str | Path | None = None, *,
-         optimize: bool | Sequence[str] = True, backend: str = "numpy") -> Model:
-    """Load a Keras model file (.keras, .h5, or architecture .json with `weights=`).
-    `optimize`: run all graph passes (True), none (False) or the named ones."""
-    graph = read_graph(path, weights)
+         optimize: bool | Sequence[str] = True, backend: str = "numpy",
+         signature: str | None = None, inputs: Sequence[str] | None = None,
+         outputs: Sequence[str] | None = None) -> Model:
+    """Load a Keras model file (.keras, .h5, or architecture .json with `weights=`), a
+    SavedModel directory or a frozen GraphDef .pb.
+    `optimize`: run all graph passes (True), none (False) or the named ones.
+    `signature`: the SavedModel signature to run (a TF graph; default serving_default).
+    `inputs`/`outputs`: node names of a frozen GraphDef's inputs/outputs (default: its
+    placeholders and the nodes nothing reads)."""
+    graph_options: dict[str, Any] = {
+        "signature": signature, "inputs": None if inputs is None else list(inputs),
+        "outputs": None if outputs is None else list(outputs)}
+    graph = read_graph(path, weights, **graph_options)
     try:
         if backend != "numpy":
             from .backends import load_backend
 
             return load_backend(backend, graph, optimize=optimize)
         return Model(graph, optimize=optimize,
-                     reread=_reader(Path(path), None if weights is None else Path(weights)))
+                     reread=_reader(Path(path), None if weights is None else Path(weights),
+                                    graph_options))
     except TflessError as exc:
         raise _naming_file(exc, path) from exc
 
@@ -268,7 +278,8 @@ def _naming_file(exc: TflessError, path: str | Path) -> TflessError:
         return exc
 
 
-def _reader(path: Path, weights: Path | None) -> Callable[[], Graph]:
+def _reader(path: Path, weights: Path | None,
+            graph_options: dict[str, Any] | None = None) -> Callable[[], Graph]:
     """Reads the file(s) again, refusing if they changed since the model was loaded."""
     def stamp() -> list[tuple[int, int]]:
         return [(p.stat().st_size, p.stat().st_mtime_ns) for p in (path, weights) if p]
@@ -279,7 +290,7 @@ def _reader(path: Path, weights: Path | None) -> Callable[[], Graph]:
         if stamp() != loaded:
             raise TflessError(f"{path}: the file changed since the model was loaded; load it "
                               "again to describe or bundle it")
-        return read_graph(path, weights)
+        return read_graph(path, weights, **(graph_options or {}))
 
     return reread
 

@@ -14,16 +14,28 @@ from .keras_config import GraphBuilder, keras_major
 from .keras_zip import read_keras_zip
 from .limits import DEFAULT_LIMITS
 from .savedmodel import read_savedmodel
+from .tf_savedmodel import read_graphdef
 from .tflite import read_tflite
 
 
 def read_graph(path: str | Path, weights: str | Path | None = None,
-               lenient: bool = False) -> Graph:
+               lenient: bool = False, signature: str | None = None,
+               inputs: list[str] | None = None, outputs: list[str] | None = None) -> Graph:
     """Read any supported model file (or architecture JSON + weights file) into a Graph.
 
-    lenient: keep layers tfless cannot run as nodes (for `inspect`) instead of failing."""
+    lenient: keep layers tfless cannot run as nodes (for `inspect`) instead of failing.
+    signature: which SignatureDef of a SavedModel to run (TF graph; default serving_default).
+    inputs/outputs: node names of a frozen GraphDef's inputs and outputs."""
     path = Path(path)
     kind = sniff(path)
+    if signature is not None and kind != "savedmodel":
+        raise ModelFormatError(f"{path}: signature= applies to SavedModel directories; this "
+                               f"file is {kind}")
+    if (inputs is not None or outputs is not None) and kind != "graphdef":
+        raise ModelFormatError(f"{path}: inputs=/outputs= name the tensors of a frozen "
+                               f"GraphDef .pb; this file is {kind}")
+    if kind == "graphdef":
+        return read_graphdef(path, inputs, outputs)
     if weights is not None and kind != "json":
         raise ModelFormatError(
             f"{path}: a separate weights file is only used with an architecture JSON file; "
@@ -38,7 +50,7 @@ def read_graph(path: str | Path, weights: str | Path | None = None,
     if kind == "tflite":
         return read_tflite(path, lenient)
     if kind == "savedmodel":
-        return read_savedmodel(path, lenient)
+        return read_savedmodel(path, lenient, signature=signature)
     if kind == "pickle":
         raise ModelFormatError(
             f"{path}: is a Python pickle stream, not a Keras model file; tfless never unpickles "
@@ -46,7 +58,7 @@ def read_graph(path: str | Path, weights: str | Path | None = None,
         )
     raise ModelFormatError(
         f"{path}: {kind} files are not supported yet; supported: .keras, .h5/.hdf5 full "
-        "models, architecture JSON + weights .h5, tf.keras SavedModel directories"
+        "models, architecture JSON + weights .h5, SavedModel directories, frozen GraphDef .pb"
     )
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ModelFormatError
+from .tf_savedmodel import is_graphdef
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
 
 
 def sniff(path: Path) -> str:
-    """One of: hdf5, zip, json, tflite, savedmodel, pickle. ModelFormatError otherwise."""
+    """One of: hdf5, zip, json, tflite, savedmodel, graphdef, pickle. ModelFormatError otherwise."""
     if path.is_dir():
         if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
             return "savedmodel"
@@ -37,6 +38,8 @@ def sniff(path: Path) -> str:
         return "pickle"
     if head.lstrip()[:1] in (b"{", b"["):
         return "json"
+    if is_graphdef(head):
+        return "graphdef"
     raise ModelFormatError(
         f"{path}: not a Keras model file (not HDF5, not a .keras zip, not JSON, not .tflite; "
         f"starts with {head[:8]!r})"

@@ -13,7 +13,8 @@ Such a directory holds, besides TensorFlow's graph (`saved_model.pb`, never read
   `.h5` file stores for it, so LegacyH5Weights's matching (nested models included) applies.
 
 SavedModels without keras_metadata.pb (Keras 3 `model.export()`, `tf.saved_model.save` of
-a tf.Module) hold only TensorFlow graphs, which tfless does not run: they are refused.
+a tf.Module) hold only TensorFlow graphs: they are read by their signatures (tf_savedmodel),
+and so is a tf.keras SavedModel when a `signature=` is asked for.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .keras_config import MODEL_CLASSES, GraphBuilder, keras_major
 from .limits import DEFAULT_LIMITS, Limits
 from .tensor_bundle import TensorBundle
 from .tf_protos import parse
+from .tf_savedmodel import read_tf_savedmodel
 from .weights import LegacyH5Weights, NamedArrays
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -65,12 +67,6 @@ class SavedModelWeights(LegacyH5Weights):
 
 def _metadata(path: Path, limits: Limits) -> Any:
     meta_path = path / "keras_metadata.pb"
-    if not meta_path.is_file():
-        raise ModelFormatError(
-            f"{path}: is a TF SavedModel without keras_metadata.pb, so it holds TensorFlow "
-            "graphs rather than Keras layers (e.g. Keras 3 model.export() or "
-            "tf.saved_model.save). tfless reads only SavedModels saved by Keras 2 / tf.keras "
-            "(model.save('dir')); save the Keras model as .keras or .h5 instead")
     if meta_path.stat().st_size > limits.max_config_bytes:
         raise ModelFormatError(f"{meta_path}: larger than the config size limit")
     return parse("SavedMetadata", meta_path.read_bytes(), str(meta_path))
@@ -134,7 +130,12 @@ def _layer_variables(graph: Any, names: dict[int, str], where: str
     return out
 
 
-def read_savedmodel(path: Path, lenient: bool = False, limits: Limits = DEFAULT_LIMITS) -> Graph:
+def read_savedmodel(path: Path, lenient: bool = False, limits: Limits = DEFAULT_LIMITS,
+                    signature: str | None = None) -> Graph:
+    """A SavedModel directory: Keras layers from keras_metadata.pb when it has one and no
+    `signature` is asked for, else the TF graph of the signature (default serving_default)."""
+    if signature is not None or not (path / "keras_metadata.pb").is_file():
+        return read_tf_savedmodel(path, signature, limits)
     metadata = _metadata(path, limits)
     roots = [n for n in metadata.nodes if n.node_path == "root"]
     if not roots:

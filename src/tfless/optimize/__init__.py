@@ -240,7 +240,10 @@ def pack_weights(graph: Graph) -> Graph:
             packed[id(w)] = np.ascontiguousarray(w, dtype=np.float32)
         return packed[id(w)]
 
-    nodes = [_copy(n, weights={k: pack(w) for k, w in n.weights.items()}) for n in graph.nodes]
+    # a raw TF graph's Const values keep their exact dtype and shape (0-d included): TF
+    # kernels compute in the graph's dtypes
+    nodes = [n if n.op.startswith("tf.") else
+             _copy(n, weights={k: pack(w) for k, w in n.weights.items()}) for n in graph.nodes]
     return _rebuilt(graph, nodes)
 
 

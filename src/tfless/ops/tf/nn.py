@@ -273,7 +273,8 @@ def _pool(rank: int, kind: str, dynamic: bool) -> Callable[[TfNode], Compute]:
 
         def run(x: np.ndarray, ksize: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
             xl = win.to_last(x)
-            return win.from_last(pool_channels_last(xl, win.geometry(ksize, strides), kind))
+            geo = win.geometry(ksize, strides)
+            return win.from_last(pool_channels_last(xl, geo, kind))
 
         if dynamic:  # MaxPoolV2: window and strides are inputs
             return lambda x, k, s: run(x, win.split("ksize", ints(k)),

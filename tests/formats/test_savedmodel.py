@@ -304,10 +304,12 @@ def test_huge_shape_is_refused_before_allocation(copy: Path) -> None:
         tfless.load(copy)
 
 
-def test_missing_keras_metadata_says_what_to_do(copy: Path) -> None:
+def test_without_keras_metadata_the_signature_graph_runs(copy: Path) -> None:
+    x = rand(4, 6)
+    want = tfless.load(copy).predict(x)
     (copy / "keras_metadata.pb").unlink()
-    with pytest.raises(tfless.ModelFormatError, match="only SavedModels saved by Keras 2"):
-        tfless.load(copy)
+    got = tfless.load(copy).predict({"dense_input": x})  # the TF graph of serving_default
+    assert_close(list(got.values()), [want], "tf_keras savedmodel without keras_metadata.pb")
 
 
 def test_corrupt_keras_metadata(copy: Path) -> None:
@@ -316,13 +318,14 @@ def test_corrupt_keras_metadata(copy: Path) -> None:
         tfless.load(copy)
 
 
-def test_keras3_export_is_refused_clearly(tmp_path: Path) -> None:
+def test_keras3_export_loads_as_a_tf_graph(tmp_path: Path) -> None:
     import keras
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    model.export(tmp_path / "exported")
-    with pytest.raises(tfless.ModelFormatError, match=r"without keras_metadata.pb.*\.keras or \.h5"):
-        tfless.load(tmp_path / "exported")
+    model.export(tmp_path / "exported", verbose=False)
+    x = rand(3, 4)
+    got = tfless.load(tmp_path / "exported").predict(x)
+    assert_close(list(got.values()), [model.predict(x, verbose=0)], "keras 3 export")
 
 
 def test_subclassed_model_is_refused_clearly(tmp_path: Path) -> None:

@@ -27,6 +27,9 @@ def describe(path: str, weights: str | None = None, as_json: bool = False) -> st
         ],
         "unsupported_layers": unsupported,
     }
+    if "signatures" in graph.meta:  # a TF graph SavedModel: what each signature takes/returns
+        info["signature"] = graph.meta.get("signature")
+        info["signatures"] = graph.meta["signatures"]
     try:
         model = Model(graph, optimize=False)
         info["outputs"] = [s.as_dict() for s in model.outputs]
@@ -48,7 +51,24 @@ def describe(path: str, weights: str | None = None, as_json: bool = False) -> st
           for s in info["outputs"]],
         f"parameters:    {info['parameters']:,}",
         f"unsupported:   {', '.join(unsupported) or 'none'}",
+        *_signature_lines(info.get("signatures"), info.get("signature")),
         "",
         table,
     ]
     return "\n".join(lines)
+
+
+def _signature_lines(signatures: dict[str, Any] | None, loaded: str | None) -> list[str]:
+    if not signatures:
+        return []
+    lines = ["signatures:"]
+    for name, sig in signatures.items():
+        note = " (loaded)" if name == loaded else ""
+        lines.append(f"  {name}{note}: {sig.get('method_name') or ''}")
+        for side in ("inputs", "outputs"):
+            for t in sig[side]:
+                shape = "unknown rank" if t["shape"] is None else \
+                    "(" + ", ".join("None" if d is None else str(d) for d in t["shape"]) + ")"
+                lines.append(f"    {side[:-1]:<6} {t['name']}: shape {shape} {t['dtype']} "
+                             f"[{t['tensor']}]")
+    return lines

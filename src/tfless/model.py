@@ -60,7 +60,8 @@ class Model:
         return dict(self.graph.meta)
 
     def _dtype_of(self, tid: str) -> str:
-        return "float32"
+        # TF graph readers know each output's dtype (a signature may return ints)
+        return (self.graph.meta.get("output_dtypes") or {}).get(tid, "float32")
 
     def _probe_inputs(self, size: int) -> list[np.ndarray]:
         arrays = []

@@ -80,7 +80,8 @@ def _signature_def_json(sig: Any) -> dict[str, Any]:
         return {"dtype": TF_ENUM_NAMES.get(value.dtype, "DT_INVALID"),
                 "tensor_shape": {"dim": [{"size": str(d.size), "name": d.name}
                                          for d in shape.dim],
-                                 "unknown_rank": bool(shape.unknown_rank)},
+                                 "unknown_rank": bool(shape.unknown_rank)
+                                 or not value.HasField("tensor_shape")},
                 "name": value.name}
 
     return {"inputs": {e.key: info(e.value) for e in sig.inputs},
@@ -199,10 +200,15 @@ def read_tf_savedmodel(path: Path, signature: str | None = None,
     source = GraphSource(library, decoder, where, variables.bound_inputs, variables.variable)
     meta = {"format": "savedmodel-graph", "source": str(path), "signature": signature,
             "signatures": {k: _signature_description(v) for k, v in signatures.items()},
-            "signature_defs": {k: _signature_def_json(v) for k, v in signatures.items()},
+            "signature_defs": {e.key: _signature_def_json(e.value)
+                               for e in meta_graph.signature_def},
             "tensorflow_version": meta_graph.meta_info_def.tensorflow_version,
             "output_structure": {key: i for i, (key, _) in enumerate(outputs)}}
-    return flatten(meta_graph.graph_def, source, inputs, outputs, meta)
+    graph = flatten(meta_graph.graph_def, source, inputs, outputs, meta)
+    graph.meta["output_dtypes"] = {
+        tid: dtype_name({e.key: e.value for e in sig.outputs}[key].dtype)
+        for tid, (key, _) in zip(graph.output_ids, outputs)}
+    return graph
 
 
 def is_graphdef(head: bytes) -> bool:

@@ -58,6 +58,8 @@ class Servable:
         self.model = model
         self.inputs: list[TensorSpec] = model.inputs
         self.outputs: list[TensorSpec] = model.outputs
+        self._options, self._metrics = options, metrics
+        self._by_signature: dict[str, Servable] = {}
         self._cond = threading.Condition()
         self._inflight = 0
         self._serving = True
@@ -85,6 +87,23 @@ class Servable:
                 "DEADLINE_EXCEEDED", f"Deadline exceeded: model {self.name} version "
                 f"{self.version} gave no result within {timeout:g} s") from None
 
+    def for_signature(self, signature: str) -> Servable | None:
+        """The servable running SavedModel signature `signature` of this version ("" = the
+        one loaded); other signatures of a TF graph SavedModel are loaded on first use.
+        None if the model has no such signature."""
+        meta = getattr(self.model, "meta", {})
+        loaded = meta.get("signature", "serving_default")
+        if signature in ("", loaded):
+            return self
+        if signature not in (meta.get("signatures") or {}):
+            return None
+        with self._cond:
+            if signature not in self._by_signature:
+                model = load(meta["source"], signature=signature)
+                self._by_signature[signature] = Servable(self.name, self.version, model,
+                                                         self._options, self._metrics)
+            return self._by_signature[signature]
+
     def acquire(self) -> bool:
         with self._cond:
             if not self._serving:
@@ -104,6 +123,8 @@ class Servable:
             self._serving = False
             self._cond.wait_for(lambda: self._inflight == 0, timeout)
         self.batcher.close(timeout)
+        for other in self._by_signature.values():
+            other.retire(timeout)
 
 
 def warm_up(model: Any, name: str, version: int, batch: int = 1) -> None:

@@ -85,7 +85,7 @@ async def _predict_like(request: Request, server: Any, name: str, version: int |
         doc = await convert(len(body), loads, body)
         if not isinstance(doc, dict):
             raise invalid("The request body must be a JSON object, e.g. {\"instances\": [...]}")
-        _check_signature(doc)
+        servable = _check_signature(doc, servable)
         if verb != "predict":
             return _classify_or_regress(doc, verb)
         arrays, rows = await convert(len(body), parse_predict_request, doc, servable.inputs)
@@ -95,13 +95,16 @@ async def _predict_like(request: Request, server: Any, name: str, version: int |
                                                  servable.outputs, rows))
 
 
-def _check_signature(doc: dict) -> None:
+def _check_signature(doc: dict, servable: Servable) -> Servable:
+    """The servable of the request's signature_name (TF graph SavedModels have several)."""
     name = doc.get("signature_name", "")
     if not isinstance(name, str):
         raise invalid("'signature_name' must be a string")
-    if name not in ("", SIGNATURE):
+    chosen = servable.for_signature(name)
+    if chosen is None:
         raise ServingError("FAILED_PRECONDITION",
                            f'Serving signature name: "{name}" not found in signature def')
+    return chosen
 
 
 def _classify_or_regress(doc: dict, verb: str) -> Response:
@@ -203,9 +206,12 @@ def _metadata(request: Request, server: Any, name: str, version: int | None,
               label: str | None) -> Response:
     with server.repository.use(name, version, label) as servable:
         request.state.version = str(servable.version)
+        # a TF graph SavedModel carries its own SignatureDefs; served as they were saved
+        defs = getattr(servable.model, "meta", {}).get("signature_defs") \
+            or {SIGNATURE: signature_def(servable)}
         return json_response({
             "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
-            "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature_def(servable)}}},
+            "metadata": {"signature_def": {"signature_def": defs}},
         })
 
 

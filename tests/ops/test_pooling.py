@@ -102,3 +102,20 @@ def test_fully_masked_row_gives_nan_like_keras(api: str, tmp_path) -> None:
         got = tfless.load(tmp_path / "model.h5").predict(ids)
     assert np.isnan(want[1]).all() and np.isnan(got[1]).all()
     assert_close(got[:1], [want[:1]], f"fully masked row [{api}]")
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["Average", "Max"])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_adaptive_pooling_keras3(rank: int, kind: str, data_format: str) -> None:
+    # sizes that give windows of two lengths, exact division and output == input
+    spatial = {1: (7,), 2: (7, 6), 3: (5, 4, 3)}[rank]
+    out = {1: (3,), 2: (3, 6), 3: (2, 4, 2)}[rank]
+    shape = (*spatial, 2) if data_format == "channels_last" else (2, *spatial)
+
+    def build(K):
+        inp = K.Input(shape)
+        layer = getattr(K.layers, f"Adaptive{kind}Pooling{rank}D")(out, data_format=data_format)
+        return K.Model(inp, layer(inp))
+
+    check_parity(build, rand(2, *shape), api="keras3")

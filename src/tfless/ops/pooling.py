@@ -156,3 +156,66 @@ register("GlobalMaxPooling1D")(make_global_max(1))
 for _rank in (2, 3):
     register(f"GlobalAveragePooling{_rank}D")(make_global_average(_rank))
     register(f"GlobalMaxPooling{_rank}D")(make_global_max(_rank))
+
+
+# ----- adaptive pooling ------------------------------------------------------------------
+def _adaptive_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) of each output's window, as Keras's TensorFlow backend picks them:
+    windows start at floor(i * size / out) (float32) and take ceil(size / out) cells, or one
+    more where the exact window [start, ceil((i + 1) * size / out)) is that long."""
+    small = -(-size // out)
+    i = np.arange(out, dtype=F32)
+    starts = np.floor(i * F32(size) / F32(out)).astype(np.int64)
+    ends = np.ceil((i + F32(1)) * F32(size) / F32(out)).astype(np.int64)
+    starts, ends = np.minimum(starts, size - 1), np.minimum(ends, size)
+    return starts, np.where(ends - starts == small + 1, small + 1, small)
+
+
+def adaptive_pool_axis(x: np.ndarray, axis: int, out: int, kind: str) -> np.ndarray:
+    """Adaptive max/average pooling of `x` along one axis (one gather per window tap)."""
+    starts, lengths = _adaptive_windows(x.shape[axis], out)
+    acc = None
+    for tap in range(int(lengths.max())):
+        inside = tap < lengths
+        view = np.take(x, np.minimum(starts + tap, x.shape[axis] - 1), axis=axis)
+        shape = [1] * x.ndim
+        shape[axis] = out
+        inside = inside.reshape(shape)
+        if kind == "max":
+            view = np.where(inside, view, x.dtype.type(-np.inf))
+            acc = view if acc is None else np.maximum(acc, view)
+        else:
+            view = np.where(inside, view, x.dtype.type(0))
+            acc = view if acc is None else acc + view
+    if kind == "avg":
+        shape = [1] * x.ndim
+        shape[axis] = out
+        acc = acc / lengths.astype(x.dtype).reshape(shape)
+    return acc
+
+
+def make_adaptive_pool(rank: int, kind: str) -> Callable[[dict, dict], Callable]:
+    def build(config: dict, weights: dict) -> Callable:
+        name = config.get("name", "")
+        size = config.get("output_size")
+        sizes = (size,) * rank if isinstance(size, int) else tuple(int(s) for s in size or ())
+        if len(sizes) != rank or min(sizes) < 1:
+            raise InputError(f"layer '{name}': output_size must be {rank} positive integers. "
+                             f"Received: output_size={size!r}")
+        first = channels_first(config, name)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            _check_rank(name, x, rank)
+            y = x if x.dtype.kind == "f" else x.astype(F32)
+            for d, out in enumerate(sizes):
+                y = adaptive_pool_axis(y, d + (2 if first else 1), out, kind)
+            return y
+
+        return run
+
+    return build
+
+
+for _rank in (1, 2, 3):
+    register(f"AdaptiveMaxPooling{_rank}D")(make_adaptive_pool(_rank, "max"))
+    register(f"AdaptiveAveragePooling{_rank}D")(make_adaptive_pool(_rank, "avg"))

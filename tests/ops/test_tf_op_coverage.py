@@ -1,0 +1,252 @@
+"""The real TF op list: build, with TF, the graphs issue 13 names and check that every op a
+signature can reach has a tfless kernel (`tf.<Op>` in the registry), is consumed by the
+graph reader itself (calls, placeholders, variables), or is on the reader's refused list.
+
+Graphs: Keras 3 `export()` of an MLP, a CNN (a zoo of conv/pool/normalization/activation
+layers), MobileNetV2 alpha 0.35, LSTM, GRU and Embedding + MultiHeadAttention models; a
+tf.Module with two signatures; a tf_keras SavedModel; and a TF1-style frozen GraphDef.
+Only graph building (tracing, saving) runs here, no predict.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tfless.formats.tf_graph import ALIAS_OPS, CALL_OPS, REFUSED_OPS, VARIABLE_OPS
+from tfless.ops import REGISTRY
+from tfless.ops.tf import tf_op_names
+
+tf = pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.slow
+
+# Ops the graph reader consumes itself instead of running a kernel for them.
+READER_OPS = CALL_OPS | VARIABLE_OPS | ALIAS_OPS | {"Placeholder", "ReadVariableOp"}
+FUNC_ATTRS = ("f", "body", "cond", "then_branch", "else_branch")
+
+
+def _functions_called(node_defs: Any) -> list[str]:
+    names = []
+    for nd in node_defs:
+        for key in FUNC_ATTRS:
+            if key in nd.attr and nd.attr[key].func.name:
+                names.append(nd.attr[key].func.name)
+    return names
+
+
+def _count_function_ops(library: dict[str, Any], roots: list[str], counts: Counter) -> None:
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in library:
+            continue
+        seen.add(name)
+        fdef = library[name]
+        counts.update(nd.op for nd in fdef.node_def)
+        todo.extend(_functions_called(fdef.node_def))
+
+
+def _reachable_ops(graph_def: Any, outputs: list[str]) -> Counter:
+    """Ops reached from `outputs` over data inputs in the main graph, plus every op of the
+    functions those nodes call (recursively): what running the outputs executes."""
+    by_name = {nd.name: nd for nd in graph_def.node}
+    library = {f.signature.name: f for f in graph_def.library.function}
+    counts: Counter = Counter()
+    seen: set[str] = set()
+    todo = [o.split(":")[0].lstrip("^") for o in outputs]
+    called: list[str] = []
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in by_name:
+            continue
+        seen.add(name)
+        nd = by_name[name]
+        counts[nd.op] += 1
+        called.extend(_functions_called([nd]))
+        todo.extend(i.split(":")[0] for i in nd.input if not i.startswith("^"))
+    _count_function_ops(library, called, counts)
+    return counts
+
+
+def _saved_model_ops(path: Path) -> Counter:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((path / "saved_model.pb").read_bytes())
+    counts: Counter = Counter()
+    for mg in sm.meta_graphs:
+        outputs = [t.name for sig in mg.signature_def.values() for t in sig.outputs.values()]
+        assert outputs, f"{path}: no signature outputs"
+        counts += _reachable_ops(mg.graph_def, outputs)
+    return counts
+
+
+# ----- the graphs ---------------------------------------------------------------------------
+def _keras3_models() -> dict[str, Any]:
+    import keras
+    from keras import layers
+
+    def functional(inputs: Any, outputs: Any) -> Any:
+        return keras.Model(inputs, outputs)
+
+    mlp_in = keras.Input((8,))
+    h = layers.Dense(16, activation="relu")(mlp_in)
+    h = layers.Dense(16, activation="tanh")(h)
+    mlp = functional(mlp_in, layers.Dense(3, activation="softmax")(h))
+
+    img = keras.Input((16, 16, 3))
+    c = layers.Conv2D(8, 3, padding="same", activation="relu")(img)
+    c = layers.BatchNormalization()(c)
+    c = layers.DepthwiseConv2D(3, padding="same", activation="relu6")(c)
+    c = layers.SeparableConv2D(8, 3, activation="elu")(c)
+    c = layers.MaxPooling2D()(c)
+    c = layers.Conv2DTranspose(6, 3, strides=2, padding="same", activation="selu")(c)
+    c = layers.ZeroPadding2D(1)(c)
+    c = layers.Cropping2D(1)(c)
+    c = layers.AveragePooling2D(2)(c)
+    c = layers.UpSampling2D(2)(c)
+    c = layers.Conv2D(4, 3, strides=2, dilation_rate=1, activation="gelu")(c)
+    c = layers.LayerNormalization()(c)
+    pooled = layers.GlobalAveragePooling2D()(c)
+    peak = layers.GlobalMaxPooling2D()(c)
+    d = layers.Concatenate()([pooled, peak])
+    d = layers.Dense(8, activation="swish")(d)
+    d = layers.Dense(8, activation="softplus")(d)
+    d = layers.LeakyReLU(0.1)(d)
+    d = layers.Dense(8, activation="hard_sigmoid")(d)
+    d = layers.Dropout(0.5)(d)
+    cnn = functional(img, layers.Dense(4, activation="sigmoid")(d))
+
+    seq = keras.Input((12, 5))
+    s = layers.Conv1D(6, 3, padding="causal", activation="relu")(seq)
+    s = layers.MaxPooling1D(2)(s)
+    conv1d = functional(seq, layers.GlobalAveragePooling1D()(s))
+
+    mobilenet = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35,
+                                               weights=None, classes=10)
+
+    rnn_in = keras.Input((7, 4))
+    lstm = functional(rnn_in, layers.LSTM(6)(rnn_in))
+    gru_in = keras.Input((7, 4))
+    gru = functional(gru_in, layers.GRU(6, return_sequences=True)(gru_in))
+
+    tokens = keras.Input((10,), dtype="int32")
+    e = layers.Embedding(50, 16)(tokens)
+    e = layers.MultiHeadAttention(num_heads=2, key_dim=8)(e, e)
+    e = layers.LayerNormalization()(e)
+    text = functional(tokens, layers.Dense(2, activation="softmax")(
+        layers.GlobalAveragePooling1D()(e)))
+    return {"mlp": mlp, "cnn": cnn, "conv1d": conv1d, "mobilenet_v2": mobilenet,
+            "lstm": lstm, "gru": gru, "text_mha": text}
+
+
+def _tf_module(path: Path) -> None:
+    class Scaler(tf.Module):
+        def __init__(self) -> None:
+            self.w = tf.Variable(np.ones((4, 3), np.float32))
+            self.b = tf.Variable(np.zeros(3, np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        def predict(self, x: Any) -> Any:
+            return {"y": tf.nn.relu(tf.matmul(x, self.w) + self.b)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32),
+                                      tf.TensorSpec([], tf.int32)])
+        def top(self, x: Any, k: Any) -> Any:
+            scores = tf.nn.softmax(tf.matmul(x, self.w))
+            values, indices = tf.math.top_k(scores, k=k)
+            return {"values": values, "indices": indices,
+                    "mean": tf.reduce_mean(x[:, 1:3], axis=-1)}
+
+    module = Scaler()
+    tf.saved_model.save(module, str(path), signatures={
+        "serving_default": module.predict, "top": module.top})
+
+
+def _tf_keras_model(path: Path) -> None:
+    import tf_keras
+
+    inp = tf_keras.Input((10, 10, 2))
+    x = tf_keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    x = tf_keras.layers.BatchNormalization()(x)
+    x = tf_keras.layers.MaxPooling2D()(x)
+    x = tf_keras.layers.Flatten()(x)
+    x = tf_keras.layers.Dense(5, activation="softmax")(x)
+    tf_keras.Model(inp, x).save(str(path), save_format="tf")
+
+
+def _frozen_graph() -> Any:
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    w = tf.Variable(np.ones((6, 4), np.float32))
+    k = tf.Variable(np.ones((3, 3, 2, 4), np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32),
+                                  tf.TensorSpec([None, 8, 8, 2], tf.float32)])
+    def fn(x: Any, img: Any) -> Any:
+        conv = tf.nn.conv2d(img, k, 1, "SAME")
+        pooled = tf.reduce_mean(tf.nn.relu(conv), axis=[1, 2])
+        return tf.nn.softmax(tf.matmul(x, w) + pooled)
+
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+    return frozen.graph.as_graph_def()
+
+
+@pytest.fixture(scope="module")
+def graph_ops(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Counter]:
+    root = tmp_path_factory.mktemp("tf_graphs")
+    found: dict[str, Counter] = {}
+    for name, model in _keras3_models().items():
+        model.export(str(root / name), verbose=False)
+        found[f"keras3 export {name}"] = _saved_model_ops(root / name)
+    _tf_module(root / "module")
+    found["tf.Module"] = _saved_model_ops(root / "module")
+    _tf_keras_model(root / "tf_keras")
+    found["tf_keras SavedModel"] = _saved_model_ops(root / "tf_keras")
+    gd = _frozen_graph()
+    found["frozen GraphDef"] = Counter(nd.op for nd in gd.node)
+    return found
+
+
+def test_every_op_in_real_graphs_is_supported_or_refused(graph_ops: dict[str, Counter]
+                                                         ) -> None:
+    registered = set(tf_op_names())
+    missing = {}
+    for source, counts in graph_ops.items():
+        unknown = sorted(op for op in counts
+                         if op not in registered | READER_OPS | REFUSED_OPS)
+        if unknown:
+            missing[source] = unknown
+    assert not missing, f"ops without a kernel: {missing}"
+
+
+def test_real_graphs_hold_no_refused_ops(graph_ops: dict[str, Counter]) -> None:
+    # what signatures reach must run: a refused op there would make the model unloadable
+    held = {src: sorted(set(c) & REFUSED_OPS) for src, c in graph_ops.items()}
+    assert not any(held.values()), held
+
+
+def test_the_expected_families_are_exercised(graph_ops: dict[str, Counter]) -> None:
+    # guards against the walk silently finding nothing (e.g. a changed SavedModel layout)
+    everything = sum(graph_ops.values(), Counter())
+    for op in ("MatMul", "BiasAdd", "Conv2D", "DepthwiseConv2dNative", "While", "Softmax",
+               "Mean", "Reshape", "StridedSlice", "Einsum", "ConcatV2", "Const"):
+        assert everything[op], f"no graph holds {op}: {dict(everything)}"
+    assert everything["ReadVariableOp"], "variables were expected in the SavedModels"
+
+
+def test_refused_ops_have_no_kernels() -> None:
+    assert not {f"tf.{op}" for op in REFUSED_OPS} & set(REGISTRY)
+
+
+def test_op_names_listing_is_the_registry() -> None:
+    names = tf_op_names()
+    assert names == sorted(names) and "MatMul" in names and "While" in names
+    assert {f"tf.{n}" for n in names} == {k for k in REGISTRY if k.startswith("tf.")}

@@ -324,46 +324,7 @@ def test_mobilenet_v2(tmp_path: Path) -> None:
 
 
 # ----- refusals --------------------------------------------------------------------------
-def test_full_integer_model_refused(tmp_path: Path) -> None:
-    import tensorflow as tf
-
-    def int8(converter: Any) -> None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([rand(1, 8, seed=i)] for i in range(8))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-
-    path = write(tmp_path, convert(mlp(), configure=int8))
-    with pytest.raises(tfless.UnsupportedLayer, match="full-integer quantization.*float16 weights"):
-        tfless.load(path)
-
-
-def test_int8_ops_inside_float_model_refused(tmp_path: Path) -> None:
-    """Float input/output but int8 activations inside: the first quantized operator is named."""
-    import tensorflow as tf
-
-    def int8_inside(converter: Any) -> None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([rand(1, 8, seed=i)] for i in range(8))
-
-    path = write(tmp_path, convert(mlp(), configure=int8_inside))
-    with pytest.raises(tfless.UnsupportedLayer, match=r"operator 0 \(QUANTIZE\).*INT8"):
-        tfless.load(path)
-
-
-def test_dynamic_range_quantization_refused(tmp_path: Path) -> None:
-    import keras
-    import tensorflow as tf
-
-    def dynamic_range(converter: Any) -> None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-
-    # the converter leaves weights under 1024 elements in float32
-    model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64)])
-    path = write(tmp_path, convert(model, configure=dynamic_range))
-    with pytest.raises(tfless.UnsupportedLayer, match=r"operator \d+ \(FULLY_CONNECTED\).*hybrid"):
-        tfless.load(path)
+# Full-integer and dynamic-range (hybrid) models run: tests/formats/test_tflite_quant.py.
 
 
 def test_while_loop_refused(tmp_path: Path) -> None:

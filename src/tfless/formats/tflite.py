@@ -6,9 +6,13 @@ node's weights, named by tensor; the node's config lists its operands in TFLite 
 (`{"__tensor__": k}` = k-th run() input, `{"const": name}` = a weight, None = an
 omitted optional input) and its parsed builtin options. A DEQUANTIZE of a constant
 (float16 or int8 weights of `Optimize.DEFAULT` conversions) is folded here into a
-float32 constant, which is exact. Models whose activations are quantized (full-integer
-int8/uint8/int16) or whose weights feed hybrid kernels are refused: their arithmetic is
-not float32 and could not match the interpreter.
+float32 constant, which is exact.
+
+Operators that touch quantized integer tensors (full-integer int8/uint8 models, and the
+hybrid kernels of dynamic-range models, whose int8 weights feed float activations)
+become `tflite.quantized.<BUILTIN_NAME>` nodes (`ops/tflite_quant.py`); their config also
+carries each operand's and output's quantization parameters (`quant`, `output_quant`:
+dtype, scales, zero points, quantized dimension, or None for a float tensor).
 
 Field positions follow the TFLite schema (`schema.fbs`, version 3).
 """
@@ -302,21 +306,27 @@ class _Reader:
         if t.dtype is None or t.dtype == "float16":
             raise UnsupportedLayer(f"{self.path}: model input '{t.name}' has type "
                                    f"{t.type_name}; tfless takes numeric inputs")
-        if t.quantized and t.dtype in QUANTIZED_TYPES:
-            raise self._quantized_error(f"model input '{t.name}'", t)
         dims = t.signature if t.signature is not None and len(t.signature) == len(t.shape) \
             else t.shape
         shape = tuple(None if d < 0 else int(d) for d in dims)
         return TensorSpec(self.ids[index], shape, t.dtype)
 
-    def _quantized_error(self, what: str, t: TensorInfo) -> UnsupportedLayer:
-        return UnsupportedLayer(
-            f"{self.path}: {what} uses the quantized tensor '{t.name}' ({t.type_name}, "
-            "full-integer quantization); tfless runs float TFLite models only: float32, "
-            "or float16 weights (converter.optimizations=[tf.lite.Optimize.DEFAULT] with "
-            "target_spec.supported_types=[tf.float16]). Convert without a representative "
-            "dataset / int8 target, or load the Keras model instead"
-        )
+    def _quant(self, index: int) -> dict[str, Any] | None:
+        """The quantization parameters of a tensor, None for a float or plain int tensor."""
+        if index == -1:
+            return None
+        t = self.tensors[index]
+        if not t.quantized:
+            return None
+        zero = t.zero_point if t.zero_point is not None and t.zero_point.size else \
+            np.zeros(t.scale.size, np.int64)
+        if zero.size not in (1, t.scale.size):
+            raise self.fail(f"tensor {index} ('{t.name}'): {t.scale.size} scales but "
+                            f"{zero.size} zero points")
+        return {"dtype": t.dtype, "type": t.type_name, "tensor": t.name,
+                "scale": [float(v) for v in t.scale],
+                "zero_point": [int(v) for v in np.broadcast_to(zero, t.scale.shape)],
+                "axis": t.quantized_dimension}
 
     # ----- operators ----------------------------------------------------------------------
     def _operator(self, index: int, table: Table, codes: list[tuple[str, str]]) -> Node | None:
@@ -331,11 +341,13 @@ class _Reader:
         outs = self._indexes(table.array(2, "int32", f"{where} outputs"), f"{where} output")
         if not outs:
             raise self.fail(f"{where} has no outputs")
-        self._check_supported(code, custom, where)
-        self._check_float(code, ins, outs, where)
         if code == "DEQUANTIZE" and ins and ins[0] in self.consts:
+            self._check_supported(code, custom, where)
             self.consts[outs[0]] = self._dequantize(self.tensors[ins[0]], self.consts[ins[0]])
             return None
+        quantized = self._uses_quantized(ins, outs)
+        op_type = f"tflite.quantized.{code}" if quantized else f"tflite.{code}"
+        self._check_supported(code, custom, where, op_type, quantized, ins, outs)
         options = self._options(table, where)
         operands: list[dict[str, Any] | None] = []
         dynamic: list[str] = []
@@ -353,48 +365,51 @@ class _Reader:
         config = {"name": name, "where": where, "code": code, "options": options,
                   "operands": operands, "num_outputs": len(outs),
                   "output_dtypes": [self.tensors[o].dtype for o in outs]}
-        return Node(name, f"tflite.{code}", config, weights, dynamic,
+        if quantized:
+            config["quant"] = [self._quant(i) for i in ins]
+            config["output_quant"] = [self._quant(o) for o in outs]
+            config["input_dtypes"] = [None if i == -1 else self.tensors[i].dtype for i in ins]
+        return Node(name, op_type, config, weights, dynamic,
                     [self.ids[o] for o in outs], layer=self.tensors[outs[0]].name)
 
-    def _check_supported(self, code: str, custom: str, where: str) -> None:
+    def _uses_quantized(self, ins: list[int], outs: list[int]) -> bool:
+        return any(i != -1 and self.tensors[i].quantized
+                   and self.tensors[i].dtype in QUANTIZED_TYPES for i in [*ins, *outs])
+
+    def _check_supported(self, code: str, custom: str, where: str, op_type: str = "",
+                         quantized: bool = False, ins: list[int] | None = None,
+                         outs: list[int] | None = None) -> None:
         from ..ops import REGISTRY
 
-        if f"tflite.{code}" in REGISTRY:
+        if (op_type or f"tflite.{code}") in REGISTRY:
             return
-        if code in CONTROL_FLOW:
+        if quantized:
+            tensor = next(self.tensors[i] for i in [*(ins or []), *(outs or [])]
+                          if i != -1 and self.tensors[i].quantized
+                          and self.tensors[i].dtype in QUANTIZED_TYPES)
+            reason = (f"quantized {code} (tensor '{tensor.name}', {tensor.type_name}) is "
+                      "not supported")
+            family = "tflite.quantized."
+        elif code in CONTROL_FLOW:
             reason = ("control flow (WHILE/IF/CALL) is not supported; Keras 3 recurrent "
                       "layers convert to WHILE unless built with unroll=True (a tf_keras LSTM "
                       "with a fixed batch size converts to the supported "
                       "UNIDIRECTIONAL_SEQUENCE_LSTM), or load the Keras model instead")
+            family = "tflite."
         elif code == "CUSTOM":
             reason = (f"custom operator '{custom}' is not supported (Flex/Select-TF ops and "
                       "custom kernels need TensorFlow)")
+            family = "tflite."
         else:
             reason = "this builtin operator is not supported"
+            family = "tflite."
         if self.lenient:
             return
-        supported = sorted(n.split(".", 1)[1] for n in REGISTRY if n.startswith("tflite."))
-        raise UnsupportedLayer(f"{self.path}: {where}: {reason}. Supported TFLite operators: "
+        supported = sorted(n[len(family):] for n in REGISTRY
+                           if n.startswith(family) and "." not in n[len(family):])
+        kind = "quantized TFLite" if quantized else "TFLite"
+        raise UnsupportedLayer(f"{self.path}: {where}: {reason}. Supported {kind} operators: "
                                f"{', '.join(supported)}")
-
-    def _check_float(self, code: str, ins: list[int], outs: list[int], where: str) -> None:
-        for i in [*ins, *outs]:
-            if i == -1:
-                continue
-            t = self.tensors[i]
-            if not (t.quantized and t.dtype in QUANTIZED_TYPES):
-                continue
-            if i in self.consts and i not in outs:
-                if code == "DEQUANTIZE":
-                    continue
-                raise UnsupportedLayer(
-                    f"{self.path}: {where} reads the quantized weight '{t.name}' "
-                    f"({t.type_name}) directly (dynamic-range / hybrid quantization); tfless "
-                    "runs float TFLite models only: float32, or float16 weights "
-                    "(optimizations=[tf.lite.Optimize.DEFAULT] with "
-                    "target_spec.supported_types=[tf.float16])"
-                )
-            raise self._quantized_error(where, t)
 
     def _dequantize(self, t: TensorInfo, q: np.ndarray) -> np.ndarray:
         if q.dtype.kind == "f":

@@ -1,0 +1,679 @@
+"""Quantized TensorFlow Lite builtins, registered as `tflite.quantized.<BUILTIN_NAME>`.
+
+The TFLite reader sends here every operator that touches a quantized integer tensor:
+full-integer models (int8/uint8 activations, int8 per-channel weights, int32 biases) and
+the hybrid kernels of dynamic-range models (float activations, int8 weights). Each
+kernel computes as LiteRT's CPU kernels define it: integer accumulation with zero-point
+offsets, fixed-point requantization (`ops/quantized.py`), fused activations as clamp
+ranges, lookup tables for LOGISTIC/TANH; hybrid kernels quantize their float input per
+batch row (symmetric, or asymmetric where LiteRT does) and rescale the int32 dot
+products in float32. Integer dot products run as float64 matrix products, which are
+exact for int8 operands (every partial sum stays far below 2**53).
+
+Shape-only operators (RESHAPE, SQUEEZE, TRANSPOSE, ...) reuse the float kernels of
+`ops/tflite.py` unchanged: they move integers as they move floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, ModelFormatError, UnsupportedLayer
+from . import tflite as float_ops
+from .quantized import (
+    activation_range,
+    asymmetric_quantize_rows,
+    dequantize,
+    int_range,
+    lookup_table,
+    multiply_by_quantized_multiplier,
+    multiply_smaller_than_one,
+    quantize,
+    quantize_multiplier,
+    round_half_away,
+    symmetric_quantize_rows,
+)
+from .registry import register
+from .tflite import Compute, TfliteOp
+
+F32 = np.float32
+F64 = np.float64
+ACTIVATION_TYPES = ("int8", "uint8")
+# LiteRT's CPU build rescales with one rounding (TFLITE_SINGLE_ROUNDING; checked against
+# ai-edge-litert kernel by kernel), not gemmlowp's two-step rounding.
+SINGLE_ROUNDING = True
+
+
+class QuantOp(TfliteOp):
+    """A TFLite operator plus the quantization parameters of its operands and outputs."""
+
+    def __init__(self, config: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
+        super().__init__(config, weights)
+        self.quant: list[dict[str, Any] | None] = list(config.get("quant") or [])
+        self.out_quant: list[dict[str, Any] | None] = list(config.get("output_quant") or [])
+        self.input_dtypes: list[str | None] = list(config.get("input_dtypes") or [])
+        self.code = str(config.get("code", ""))
+
+    def q(self, i: int) -> dict[str, Any] | None:
+        return self.quant[i] if i < len(self.quant) else None
+
+    def refuse(self, what: str, q: dict[str, Any] | None = None) -> UnsupportedLayer:
+        tensor = f" (tensor '{q['tensor']}', {q['type']})" if q else ""
+        return UnsupportedLayer(f"{self.where}: {what}{tensor} is not supported by the "
+                                "quantized TFLite kernels")
+
+    def activation_q(self, i: int) -> tuple[float, int, str]:
+        """(scale, zero point, dtype) of a per-tensor quantized int8/uint8 activation."""
+        q = self.q(i) if i >= 0 else self.out_quant[0] if self.out_quant else None
+        if q is None:
+            raise self.refuse(f"{'output' if i < 0 else f'input {i}'} without quantization")
+        if q["dtype"] not in ACTIVATION_TYPES:
+            raise self.refuse(f"{q['dtype']} activations (supported: int8, uint8)", q)
+        if len(q["scale"]) != 1:
+            raise self.refuse("per-channel quantized activations", q)
+        return float(q["scale"][0]), int(q["zero_point"][0]), str(q["dtype"])
+
+    def output_q(self) -> tuple[float, int, str]:
+        return self.activation_q(-1)
+
+    def clamp_range(self) -> tuple[int, int]:
+        scale, zero, dtype = self.output_q()
+        code = int(self.options.get("fused_activation_function", 0))
+        rng = activation_range(code, scale, zero, dtype)
+        if rng is None:
+            raise self.refuse(f"fused activation {float_ops.FUSED_NAMES[code] if code < 6 else code} "
+                              "on a quantized output")
+        return rng
+
+    def is_hybrid(self) -> bool:
+        return bool(self.input_dtypes) and self.input_dtypes[0] == "float32"
+
+
+def quant_op(*codes: str) -> Callable[[Callable[[QuantOp], Compute]], Callable[[QuantOp], Compute]]:
+    """Register `make(op) -> compute(*operands)` under `tflite.quantized.<code>`."""
+
+    def decorate(make: Callable[[QuantOp], Compute]) -> Callable[[QuantOp], Compute]:
+        def build(config: dict[str, Any], weights: dict[str, np.ndarray]) -> Compute:
+            op = QuantOp(config, weights)
+            compute = make(op)
+            consts, slots = op.consts, op.dynamic
+
+            def run(*args: Any) -> Any:
+                full: list[Any] = list(consts)
+                for slot, value in zip(slots, args):
+                    full[slot] = value
+                return compute(*full)
+
+            return run
+
+        register(*(f"tflite.quantized.{code}" for code in codes),
+                 weights=lambda config: [e["const"] for e in config.get("operands", [])
+                                         if e is not None and "const" in e],
+                 num_outputs=lambda config: int(config.get("num_outputs", 1)))(build)
+        return make
+
+    return decorate
+
+
+def _check_dtype(op: QuantOp, x: np.ndarray, dtype: str) -> None:
+    if x.dtype != np.dtype(dtype):
+        raise InputError(f"{op.where}: expects a {dtype} tensor, got {x.dtype}")
+
+
+def _requantize_out(op: QuantOp, acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray,
+                    single_rounding: bool) -> np.ndarray:
+    """int32 accumulators -> the output's integers (rescale, add zero point, clamp)."""
+    _, zero, dtype = op.output_q()
+    lo, hi = op.clamp_range()
+    y = multiply_by_quantized_multiplier(acc, multiplier, shift, single_rounding) + zero
+    return np.clip(y, lo, hi).astype(dtype)
+
+
+def _weights_q(op: QuantOp, index: int, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A constant quantized weight as (values - zero point) in float64, and its per-channel
+    (or broadcast per-tensor) scales along `axis`."""
+    w = op.require_const(index, "weights")
+    q = op.q(index)
+    if q is None or w.dtype.kind not in "iu":
+        raise op.refuse(f"weights of type {w.dtype} in a quantized {op.code}", q)
+    if q["dtype"] not in ("int8", "uint8"):
+        raise op.refuse(f"{q['dtype']} weights (supported: int8, uint8)", q)
+    scale = np.asarray(q["scale"], F64)
+    zero = np.asarray(q["zero_point"], np.int64)
+    channels = w.shape[axis]
+    if scale.size not in (1, channels) or (scale.size > 1 and q["axis"] != axis):
+        raise op.refuse(f"weight quantization along axis {q['axis']} with {scale.size} "
+                        f"scales", q)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    centered = (w.astype(np.int64) - zero.reshape(shape)).astype(F64)
+    return centered, np.broadcast_to(scale, (channels,)).copy(), zero
+
+
+def _bias(op: QuantOp, index: int, channels: int, dtype: str) -> np.ndarray | None:
+    if not op.present(index):
+        return None
+    b = op.require_const(index, "bias")
+    if b.size != channels:
+        raise ModelFormatError(f"{op.where}: bias has {b.size} values for {channels} outputs")
+    if dtype == "float32":
+        return np.asarray(b, F32).reshape(-1)
+    if b.dtype not in (np.int32, np.int64):
+        raise op.refuse(f"bias of type {b.dtype}", op.q(index))
+    return b.astype(np.int64).reshape(-1)
+
+
+# ----- fully connected -------------------------------------------------------------------
+def _hybrid_rows(op: QuantOp, rows: np.ndarray, asymmetric: bool
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if asymmetric:
+        return asymmetric_quantize_rows(rows)
+    q, scale = symmetric_quantize_rows(rows)
+    return q, scale, np.zeros(scale.shape, np.int64)
+
+
+def _float_activation(op: QuantOp) -> Callable[[np.ndarray], np.ndarray]:
+    return op.activation()
+
+
+@quant_op("FULLY_CONNECTED")
+def fully_connected(op: QuantOp) -> Compute:
+    if int(op.options.get("weights_format", 0)) != 0:
+        raise op.refuse("shuffled weights_format")
+    w, w_scale, w_zero = _weights_q(op, 1, 0)
+    units, depth = w.shape
+    wmat = np.ascontiguousarray(w.T)
+    keep_dims = bool(op.options.get("keep_num_dims", False))
+
+    def rows_of(x: np.ndarray) -> np.ndarray:
+        if x.shape[-1:] != (depth,) and (keep_dims or x.size % depth):
+            raise InputError(f"{op.where}: input of shape {x.shape} does not fit weights with "
+                             f"{depth} input features")
+        return x.reshape(-1, depth)
+
+    def shaped(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return y.reshape((*x.shape[:-1], units)) if keep_dims else y
+
+    if op.is_hybrid():
+        if np.any(w_zero):
+            raise op.refuse("hybrid weights with a nonzero zero point", op.q(1))
+        bias = _bias(op, 2, units, "float32")
+        act = _float_activation(op)
+        asymmetric = bool(op.options.get("asymmetric_quantize_inputs", False))
+        wscale = w_scale.astype(F32)
+        row_sums = np.sum(w, axis=1)
+
+        def hybrid(x: np.ndarray, *_: Any) -> np.ndarray:
+            rows = rows_of(np.asarray(x, F32))
+            q, scale, zero = _hybrid_rows(op, rows, asymmetric)
+            acc = (q.astype(F64) @ wmat) - row_sums[None, :] * zero[:, None]
+            y = acc.astype(F32) * (scale[:, None] * wscale[None, :]).astype(F32)
+            if bias is not None:
+                y = y + bias
+            return shaped(act(y.astype(F32)), x)
+
+        return hybrid
+
+    in_scale, in_zero, in_dtype = op.activation_q(0)
+    out_scale, _, _ = op.output_q()
+    bias = _bias(op, 2, units, "int32")
+    multiplier, shift = quantize_multiplier(F64(in_scale) * w_scale / F64(out_scale))
+    op.clamp_range()
+
+    def compute(x: np.ndarray, *_: Any) -> np.ndarray:
+        _check_dtype(op, x, in_dtype)
+        rows = rows_of(x).astype(F64) - in_zero
+        acc = (rows @ wmat).astype(np.int64)
+        if bias is not None:
+            acc += bias
+        return shaped(_requantize_out(op, acc, multiplier, shift, SINGLE_ROUNDING), x)
+
+    return compute
+
+
+# ----- convolutions ----------------------------------------------------------------------
+def _centered_padded(op: QuantOp, x: np.ndarray, geo: Any, zero: np.ndarray | int
+                     ) -> tuple[np.ndarray, tuple[int, ...]]:
+    """x - zero point as float64 with zero ('same') padding, and the output size."""
+    z = np.asarray(zero, F64)
+    if z.ndim:
+        z = z.reshape(-1, *[1] * (x.ndim - 1))
+    xc = x.astype(F64) - z
+    pads = geo.pads(x.shape[1:-1])
+    xp = np.pad(xc, [(0, 0), *pads, (0, 0)])
+    return xp, geo.out_sizes(xp.shape[1:-1])
+
+
+def _im2col(xp: np.ndarray, geo: Any, out: tuple[int, ...]) -> np.ndarray:
+    taps = [xp[(slice(None), *geo.tap_slices(t, out))] for t in np.ndindex(*geo.kernel)]
+    return np.stack(taps, axis=-2).reshape(xp.shape[0], *out, -1)
+
+
+def _hybrid_images(op: QuantOp, x: np.ndarray, asymmetric: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image quantization of a float NHWC batch: q (int64), scales, zero points."""
+    flat = np.asarray(x, F32).reshape(x.shape[0], -1)
+    q, scale, zero = _hybrid_rows(op, flat, asymmetric)
+    return q.reshape(x.shape), scale, zero
+
+
+@quant_op("CONV_2D")
+def conv_2d(op: QuantOp) -> Compute:
+    w, w_scale, w_zero = _weights_q(op, 0 + 1, 0)
+    if w.ndim != 4:
+        raise ModelFormatError(f"{op.where}: filter has shape {w.shape}, expected "
+                               "(out, kh, kw, in)")
+    n_out, kh, kw, n_in = w.shape
+    o = op.options
+    geo = op.geometry((kh, kw), (int(o.get("dilation_h", 1)), int(o.get("dilation_w", 1))))
+    wmat = np.ascontiguousarray(w.transpose(1, 2, 3, 0).reshape(-1, n_out))  # (kh*kw*in, out)
+
+    def check(x: np.ndarray) -> None:
+        if x.ndim != 4 or x.shape[-1] != n_in:
+            raise InputError(f"{op.where}: input of shape {x.shape} does not fit a filter of "
+                             f"{n_in} input channels (grouped quantized convolutions are not "
+                             "supported)")
+
+    if op.is_hybrid():
+        if np.any(w_zero):
+            raise op.refuse("hybrid weights with a nonzero zero point", op.q(1))
+        bias = _bias(op, 2, n_out, "float32")
+        act = _float_activation(op)
+        per_channel = len(set(w_scale.tolist())) > 1
+        wscale = w_scale.astype(F32)
+
+        def hybrid(x: np.ndarray, *_: Any) -> np.ndarray:
+            check(x)
+            # LiteRT: per-channel filters quantize each image asymmetrically, per-tensor
+            # filters symmetrically.
+            q, scale, zero = _hybrid_images(op, x, per_channel)
+            xp, out = _centered_padded(op, q, geo, zero)
+            acc = _im2col(xp, geo, out) @ wmat
+            if per_channel:
+                factor = (scale[:, None] * wscale[None, :]).astype(F32)
+            else:
+                factor = np.broadcast_to((scale * wscale[0]).astype(F32)[:, None],
+                                         (x.shape[0], n_out))
+            y = acc.astype(F32) * factor[:, None, None, :]
+            if bias is not None:
+                y = y + bias
+            return act(y.astype(F32))
+
+        return hybrid
+
+    in_scale, in_zero, in_dtype = op.activation_q(0)
+    out_scale, _, _ = op.output_q()
+    bias = _bias(op, 2, n_out, "int32")
+    multiplier, shift = quantize_multiplier(F64(in_scale) * w_scale / F64(out_scale))
+    op.clamp_range()
+
+    def compute(x: np.ndarray, *_: Any) -> np.ndarray:
+        check(x)
+        _check_dtype(op, x, in_dtype)
+        xp, out = _centered_padded(op, x, geo, in_zero)
+        acc = (_im2col(xp, geo, out) @ wmat).astype(np.int64)
+        if bias is not None:
+            acc += bias
+        return _requantize_out(op, acc, multiplier, shift, SINGLE_ROUNDING)
+
+    return compute
+
+
+@quant_op("DEPTHWISE_CONV_2D")
+def depthwise_conv_2d(op: QuantOp) -> Compute:
+    w, w_scale, w_zero = _weights_q(op, 1, 3)
+    if w.ndim != 4 or w.shape[0] != 1:
+        raise ModelFormatError(f"{op.where}: filter has shape {w.shape}, expected "
+                               "(1, kh, kw, channels * depth_multiplier)")
+    taps = w[0]                                    # (kh, kw, C*m)
+    n_out = taps.shape[2]
+    o = op.options
+    geo = op.geometry(taps.shape[:2], (int(o.get("dilation_h", 1)), int(o.get("dilation_w", 1))))
+
+    def accumulate(xp: np.ndarray, out: tuple[int, ...]) -> np.ndarray:
+        channels = xp.shape[-1]
+        mult = n_out // channels
+        acc = np.zeros((xp.shape[0], *out, n_out), F64)
+        for tap in np.ndindex(*geo.kernel):
+            view = xp[(slice(None), *geo.tap_slices(tap, out))]
+            if mult != 1:
+                view = np.repeat(view, mult, axis=-1)
+            acc += view * taps[tap]
+        return acc
+
+    def check(x: np.ndarray) -> None:
+        if x.ndim != 4 or n_out % x.shape[-1]:
+            raise InputError(f"{op.where}: input of shape {x.shape} does not fit a depthwise "
+                             f"filter with {n_out} outputs")
+
+    if op.is_hybrid():
+        if np.any(w_zero):
+            raise op.refuse("hybrid weights with a nonzero zero point", op.q(1))
+        bias = _bias(op, 2, n_out, "float32")
+        act = _float_activation(op)
+        wscale = w_scale.astype(F32)
+
+        def hybrid(x: np.ndarray, *_: Any) -> np.ndarray:
+            check(x)
+            q, scale, zero = _hybrid_images(op, x, True)
+            xp, out = _centered_padded(op, q, geo, zero)
+            acc = accumulate(xp, out)
+            factor = (scale[:, None] * wscale[None, :]).astype(F32)
+            y = acc.astype(F32) * factor[:, None, None, :]
+            if bias is not None:
+                y = y + bias
+            return act(y.astype(F32))
+
+        return hybrid
+
+    in_scale, in_zero, in_dtype = op.activation_q(0)
+    out_scale, _, _ = op.output_q()
+    bias = _bias(op, 2, n_out, "int32")
+    multiplier, shift = quantize_multiplier(F64(in_scale) * w_scale / F64(out_scale))
+    op.clamp_range()
+
+    def compute(x: np.ndarray, *_: Any) -> np.ndarray:
+        check(x)
+        _check_dtype(op, x, in_dtype)
+        xp, out = _centered_padded(op, x, geo, in_zero)
+        acc = accumulate(xp, out).astype(np.int64)
+        if bias is not None:
+            acc += bias
+        return _requantize_out(op, acc, multiplier, shift, SINGLE_ROUNDING)
+
+    return compute
+
+
+# ----- pooling and reductions ------------------------------------------------------------
+def _pool(kind: str) -> Callable[[QuantOp], Compute]:
+    def make(op: QuantOp) -> Compute:
+        size = (int(op.options.get("filter_h", 0)), int(op.options.get("filter_w", 0)))
+        geo = op.geometry(size)
+        _, _, in_dtype = op.activation_q(0)
+        lo, hi = op.clamp_range()
+
+        def compute(x: np.ndarray) -> np.ndarray:
+            if x.ndim != 4:
+                raise InputError(f"{op.where}: expects a rank-4 NHWC input, got {x.shape}")
+            _check_dtype(op, x, in_dtype)
+            pads = geo.pads(x.shape[1:-1])
+            xi = x.astype(np.int64)
+            fill = np.iinfo(np.int64).min if kind == "max" else 0
+            xp = np.pad(xi, [(0, 0), *pads, (0, 0)], constant_values=fill)
+            ones = np.pad(np.ones((1, *x.shape[1:-1], 1), np.int64), [(0, 0), *pads, (0, 0)])
+            out = geo.out_sizes(xp.shape[1:-1])
+            acc: np.ndarray | None = None
+            count: np.ndarray | None = None
+            for tap in np.ndindex(*geo.kernel):
+                index = (slice(None), *geo.tap_slices(tap, out))
+                view, real = xp[index], ones[index]
+                if acc is None:
+                    acc, count = view.copy(), real.copy()
+                elif kind == "max":
+                    np.maximum(acc, view, out=acc)
+                else:
+                    acc += view
+                    count += real
+            assert acc is not None and count is not None
+            if kind == "avg":
+                # Round half away from zero, then C's truncating division.
+                half = count // 2
+                num = np.where(acc > 0, acc + half, acc - half)
+                acc = np.where(num >= 0, num // count, -((-num) // count))
+            return np.clip(acc, lo, hi).astype(x.dtype)
+
+        return compute
+
+    return make
+
+
+quant_op("MAX_POOL_2D")(_pool("max"))
+quant_op("AVERAGE_POOL_2D")(_pool("avg"))
+
+
+@quant_op("MEAN", "SUM")
+def mean(op: QuantOp) -> Compute:
+    in_scale, in_zero, in_dtype = op.activation_q(0)
+    out_scale, out_zero, out_dtype = op.output_q()
+    keep = bool(op.options.get("keep_dims", False))
+    lo, hi = int_range(out_dtype)
+    multiplier, shift = (int(v) for v in quantize_multiplier(F64(in_scale) / F64(out_scale)))
+    is_sum = op.code == "SUM"
+
+    def compute(x: np.ndarray, axes: np.ndarray) -> np.ndarray:
+        _check_dtype(op, x, in_dtype)
+        axis = float_ops._axes(axes, x.ndim)
+        count = int(np.prod([x.shape[a] for a in axis]))
+        total = np.sum(x.astype(np.int64), axis=axis, keepdims=keep)
+        if count == 0:
+            return np.zeros(total.shape, out_dtype)
+        if keep and x.ndim == 4 and axis == (1, 2) and not is_sum:
+            # LiteRT's optimized int8/uint8 4-D spatial mean: one rescale of the raw sum
+            # by in_scale / (count * out_scale), the zero points folded into one bias.
+            t = F32(F32(in_zero) * F32(in_scale) / F32(out_scale))
+            t = t + F32(0.5) if t > 0 else t - F32(0.5)
+            bias = out_zero - int(t)
+            m, s = (int(v) for v in quantize_multiplier(
+                F64(F32(in_scale) / F32(F32(count) * F32(out_scale)))))
+            y = multiply_by_quantized_multiplier(total, m, s, SINGLE_ROUNDING) + bias
+            return np.clip(y, lo, hi).astype(out_dtype)
+        mult, sh = multiplier, shift
+        if not is_sum:
+            bits = min(count.bit_length() - 1, 32, 31 + sh)
+            mult = (mult << bits) // count
+            sh = sh - bits
+        centered = total - in_zero * count
+        y = multiply_by_quantized_multiplier(centered, mult, sh, SINGLE_ROUNDING) + out_zero
+        return np.clip(y, lo, hi).astype(out_dtype)
+
+    return compute
+
+
+# ----- elementwise arithmetic ------------------------------------------------------------
+@quant_op("ADD", "SUB")
+def add(op: QuantOp) -> Compute:
+    s1, z1, dtype = op.activation_q(0)
+    s2, z2, _ = op.activation_q(1)
+    so, zo, _ = op.output_q()
+    lo, hi = op.clamp_range()
+    left = 20
+    twice = 2 * max(F64(s1), F64(s2))
+    m1, sh1 = quantize_multiplier(F64(s1) / twice)
+    m2, sh2 = quantize_multiplier(F64(s2) / twice)
+    mo, sho = quantize_multiplier(twice / (F64(1 << left) * F64(so)))
+    sign = -1 if op.code == "SUB" else 1
+
+    def operand(i: int, x: Any) -> np.ndarray:
+        a = np.asarray(x)
+        if a.dtype != np.dtype(dtype):
+            raise InputError(f"{op.where}: input {i} must be {dtype}, got {a.dtype}")
+        return a.astype(np.int64)
+
+    def compute(a: Any, b: Any) -> np.ndarray:
+        x1 = (operand(0, a) - z1) * (1 << left)
+        x2 = (operand(1, b) - z2) * (1 << left)
+        y1 = multiply_smaller_than_one(x1, m1, sh1, SINGLE_ROUNDING)
+        y2 = multiply_smaller_than_one(x2, m2, sh2, SINGLE_ROUNDING)
+        raw = multiply_smaller_than_one(y1 + sign * y2, mo, sho, SINGLE_ROUNDING) + zo
+        return np.clip(raw, lo, hi).astype(dtype)
+
+    return compute
+
+
+@quant_op("MUL")
+def mul(op: QuantOp) -> Compute:
+    s1, z1, dtype = op.activation_q(0)
+    s2, z2, _ = op.activation_q(1)
+    so, zo, _ = op.output_q()
+    lo, hi = op.clamp_range()
+    m, sh = quantize_multiplier(F64(s1) * F64(s2) / F64(so))
+
+    def compute(a: Any, b: Any) -> np.ndarray:
+        prod = (np.asarray(a, np.int64) - z1) * (np.asarray(b, np.int64) - z2)
+        y = multiply_by_quantized_multiplier(prod, m, sh, SINGLE_ROUNDING) + zo
+        return np.clip(y, lo, hi).astype(dtype)
+
+    return compute
+
+
+# ----- activations -----------------------------------------------------------------------
+def _table_op(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[QuantOp], Compute]:
+    def make(op: QuantOp) -> Compute:
+        s_in, z_in, dtype = op.activation_q(0)
+        s_out, z_out, out_dtype = op.output_q()
+        if out_dtype != dtype:
+            raise op.refuse(f"{dtype} input with {out_dtype} output")
+        table = lookup_table(fn, s_in, z_in, s_out, z_out, dtype)
+        offset = int_range(dtype)[0]
+
+        def compute(x: np.ndarray) -> np.ndarray:
+            _check_dtype(op, x, dtype)
+            return table[x.astype(np.int64) - offset]
+
+        return compute
+
+    return make
+
+
+def _logistic(v: np.ndarray) -> np.ndarray:
+    return (F32(1) / (F32(1) + np.exp(-v))).astype(F32)
+
+
+quant_op("LOGISTIC")(_table_op(_logistic))
+quant_op("TANH")(_table_op(lambda v: np.tanh(v).astype(F32)))
+quant_op("RELU")(_table_op(lambda v: np.maximum(v, F32(0))))
+quant_op("RELU6")(_table_op(lambda v: np.clip(v, F32(0), F32(6))))
+quant_op("HARD_SWISH")(_table_op(lambda v: (v * np.clip(v + F32(3), F32(0), F32(6))
+                                             / F32(6)).astype(F32)))
+
+
+@quant_op("SOFTMAX")
+def softmax(op: QuantOp) -> Compute:
+    """LiteRT's optimized 8-bit softmax: exp() from a 256-entry float table of
+    exp(-scale * beta * (max - q)), summed in order, rounded to the output."""
+    s_in, _, dtype = op.activation_q(0)
+    s_out, z_out, out_dtype = op.output_q()
+    beta = F32(op.options.get("beta", 1.0))
+    table = np.exp(F32(-s_in * beta) * np.arange(256, dtype=F32)).astype(F32)
+    lo, hi = int_range(out_dtype)
+
+    def compute(x: np.ndarray) -> np.ndarray:
+        _check_dtype(op, x, dtype)
+        xi = x.astype(np.int64)
+        diff = np.max(xi, axis=-1, keepdims=True) - xi            # 0..255
+        e = table[diff]
+        total = np.zeros(e.shape[:-1], F32)
+        for j in range(e.shape[-1]):                              # float32, in order
+            total += e[..., j]
+        inv = (F32(1) / (total * F32(s_out))).astype(F32)
+        prob = (e * inv[..., None]).astype(F32)
+        if out_dtype == "uint8":
+            q = np.floor(prob + F32(0.5)).astype(np.int64)
+        else:
+            q = round_half_away(prob).astype(np.int64) + z_out
+        return np.clip(q, lo, hi).astype(out_dtype)
+
+    return compute
+
+
+# ----- conversions -----------------------------------------------------------------------
+@quant_op("QUANTIZE")
+def quantize_op(op: QuantOp) -> Compute:
+    s_out, z_out, out_dtype = op.output_q()
+    src = op.input_dtypes[0] if op.input_dtypes else None
+    if src in ("float32", "float16"):
+        return lambda x: quantize(np.asarray(x, F32), s_out, z_out, out_dtype)
+    s_in, z_in, in_dtype = op.activation_q(0)
+    m, sh = quantize_multiplier(F64(s_in) / F64(s_out))
+    lo, hi = int_range(out_dtype)
+
+    def requantize(x: np.ndarray) -> np.ndarray:
+        _check_dtype(op, x, in_dtype)
+        y = multiply_by_quantized_multiplier(x.astype(np.int64) - z_in, m, sh, SINGLE_ROUNDING) + z_out
+        return np.clip(y, lo, hi).astype(out_dtype)
+
+    return requantize
+
+
+@quant_op("DEQUANTIZE")
+def dequantize_op(op: QuantOp) -> Compute:
+    q = op.q(0)
+    if q is None or q["dtype"] not in ("int8", "uint8", "int16"):
+        raise op.refuse("DEQUANTIZE of this input", q)
+    if len(q["scale"]) != 1:
+        raise op.refuse("per-channel DEQUANTIZE of a computed tensor", q)
+    scale, zero, dtype = float(q["scale"][0]), int(q["zero_point"][0]), q["dtype"]
+
+    def compute(x: np.ndarray) -> np.ndarray:
+        _check_dtype(op, x, dtype)
+        return dequantize(x, F32(scale), zero)
+
+    return compute
+
+
+# ----- data movement ---------------------------------------------------------------------
+def _same_params(op: QuantOp, inputs: int) -> None:
+    """Shape-only operators keep the integers as they are: their inputs and output must
+    share one scale and zero point (the converter guarantees it)."""
+    out = op.out_quant[0] if op.out_quant else None
+    for i in range(inputs):
+        q = op.q(i)
+        if q is not None and out is not None and (q["scale"] != out["scale"]
+                                                   or q["zero_point"] != out["zero_point"]):
+            raise op.refuse(f"{op.code} that changes the quantization scale", q)
+
+
+def _passthrough(make: Callable[[Any], Compute]) -> Callable[[QuantOp], Compute]:
+    def build(op: QuantOp) -> Compute:
+        _same_params(op, 1)
+        return make(op)
+
+    return build
+
+
+for _code, _make in {
+    "RESHAPE": float_ops.reshape, "SQUEEZE": float_ops.squeeze,
+    "EXPAND_DIMS": float_ops.expand_dims, "TRANSPOSE": float_ops.transpose,
+    "STRIDED_SLICE": float_ops.strided_slice, "SLICE": float_ops.slice_op,
+    "GATHER": float_ops.gather, "SPACE_TO_BATCH_ND": float_ops.space_to_batch_nd,
+    "BATCH_TO_SPACE_ND": float_ops.batch_to_space_nd,
+}.items():
+    quant_op(_code)(_passthrough(_make))
+
+
+@quant_op("PAD", "PADV2")
+def pad(op: QuantOp) -> Compute:
+    _same_params(op, 1)
+    _, zero, _ = op.output_q()
+
+    def compute(x: np.ndarray, pads: np.ndarray, value: np.ndarray | None = None) -> np.ndarray:
+        widths = np.asarray(pads).reshape(-1, 2).tolist()
+        fill = zero if value is None else int(np.asarray(value).reshape(-1)[0])
+        return np.pad(x, widths, constant_values=fill)
+
+    return compute
+
+
+@quant_op("CONCATENATION")
+def concatenation(op: QuantOp) -> Compute:
+    axis = int(op.options.get("axis", 0))
+    s_out, z_out, dtype = op.output_q()
+    lo, hi = int_range(dtype)
+    params = [op.activation_q(i) for i in range(len(op.operands))]
+    if int(op.options.get("fused_activation_function", 0)) != 0:
+        raise op.refuse("CONCATENATION with a fused activation")
+
+    def rescale(i: int, x: np.ndarray) -> np.ndarray:
+        s, z, _ = params[i]
+        if s == s_out and z == z_out:
+            return x
+        # Inputs on another scale are requantized in float, as LiteRT does.
+        scale = F32(F32(s) * (F32(1) / F32(s_out)))
+        shifted = x.astype(F32) * scale + F32(-z) * scale
+        q = round_half_away(shifted).astype(np.int64) + z_out
+        return np.clip(q, lo, hi).astype(dtype)
+
+    return lambda *xs: np.concatenate([rescale(i, x) for i, x in enumerate(xs)], axis=axis)

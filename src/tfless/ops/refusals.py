@@ -23,6 +23,8 @@ CONTROL_FLOW = ("its body is a Python function traced by Keras (control flow); t
 COMPLEX = "it produces or consumes complex numbers, which tfless's float32 kernels do not carry"
 DYNAMIC_SHAPE = ("its output shape depends on the values of its input, which a saved static "
                  "graph (and tfless's planned buffers) cannot express")
+GRAPH_MODE = ("Keras's TensorFlow backend cannot run it inside a model's graph (it needs "
+              "eager tensors), so no saved model can call it")
 RANDOM = "its result is random (a new draw per call), so no inference answer can match"
 
 REFUSALS: dict[str, str] = {
@@ -83,6 +85,9 @@ REFUSALS: dict[str, str] = {
     "keras.ops.Arange": DYNAMIC_SHAPE + " (its length comes from tensor arguments)",
     "keras.ops.Histogram": DYNAMIC_SHAPE + " (bin edges come from the data range)",
     "keras.ops.CTCDecode": DYNAMIC_SHAPE + " (decoded sequences of varying length)",
+    "keras.ops.Digitize": GRAPH_MODE,
+    "keras.ops.IsIn": GRAPH_MODE,
+    "keras.ops.Kron": GRAPH_MODE,
     # ----- keras.ops: undefined or random values ------------------------------------
     "keras.ops.EmptyLike": "its values are uninitialized memory, so no answer can match",
     "keras.ops.ElasticTransform": RANDOM,

@@ -364,7 +364,20 @@ def _template(config: dict[str, Any]) -> tuple[list, dict]:
         args = [{TENSOR: 0}]
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise ModelFormatError(f"layer '{config.get('name', '')}': malformed call arguments")
-    return list(args), dict(kwargs)
+    return _constants(list(args)), _constants(dict(kwargs))
+
+
+def _constants(template: Any) -> Any:
+    """Constant tensors in Keras 3 call arguments (`{"class_name": "__tensor__", "config":
+    {"value": ..., "dtype": ...}}`, e.g. `x + keras.ops.eye(3)`) as arrays."""
+    if isinstance(template, dict):
+        if template.get("class_name") in ("__tensor__", "__numpy__") and "config" in template:
+            inner = template["config"]
+            return np.asarray(inner.get("value"), dtype=inner.get("dtype"))
+        return {k: _constants(v) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_constants(v) for v in template]
+    return template
 
 
 def _compile_call(kernel: Kernel, args: list, kwargs: dict, where: str) -> Callable[..., Any]:

@@ -1,0 +1,131 @@
+"""Parity of keras.ops operation nodes (numpy, math, nn, core, image, linalg) with Keras 3.
+
+Each group is one functional model with one output per call, so a group saves and loads
+once; a mismatch names the output index, which is the position in the group's list.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.parity import check_parity, rand
+
+X = rand(2, 4, 3, seed=3, low=-2, high=2)
+POS = rand(2, 4, 3, seed=4, low=0.1, high=2)
+UNIT = rand(2, 4, 3, seed=5, low=-0.9, high=0.9)
+
+# name -> (inputs used, call)
+UNARY_FLOAT = ["arccos", "arcsin", "arctan", "arcsinh", "arctanh", "cbrt", "cosh", "sinh",
+               "tan", "exp2", "deg2rad", "rad2deg", "sinc", "trunc", "reciprocal", "erf",
+               "fabs", "isfinite", "isinf", "isnan", "signbit", "real", "conj", "copy",
+               "stop_gradient", "ravel", "ndim", "size"]
+POSITIVE = ["log10", "log2", "arccosh_plus1", "erfc"]
+
+
+def _unary_group(o, x, p):
+    outs = [getattr(o, n)(x) for n in UNARY_FLOAT]
+    outs += [o.log10(p), o.log2(p), o.arccosh(p + 1.0), o.erfc(x)]
+    return outs
+
+
+def _binary_group(o, x, p):
+    y = o.flip(x, axis=1)
+    return [o.arctan2(x, y), o.hypot(x, y), o.logaddexp(x, y), o.logaddexp2(x, y),
+            o.fmax(x, y), o.fmin(x, y), o.mod(x, p), o.floor_divide(x, p), o.heaviside(x, y),
+            o.logical_xor(x > 0, y > 0), o.divide_no_nan(x, o.where(y > 0, y, 0.0)),
+            o.nextafter(x, y), o.append(x, y, axis=1), o.cross(x, y),
+            o.tensordot(x, o.ones((3, 2)), axes=1), o.outer(x[:1, 0], y[:1, 0]), o.inner(x, y),
+            o.vdot(x[0], y[0]),
+            o.dot(x, o.ones((3,))), o.isclose(x, y, rtol=0.1, atol=0.5),
+            o.ldexp(x, 2)]
+
+
+def _reduce_group(o, x, p):
+    return [o.amax(x, axis=1), o.amin(x, axis=(1, 2), keepdims=True), o.argmax(x, axis=1),
+            o.argmin(x, axis=-1, keepdims=True), o.median(x, axis=1), o.std(x, axis=2),
+            o.var(x, axis=1, keepdims=True), o.ptp(x, axis=1), o.logsumexp(x, axis=1),
+            o.nanmean(x, axis=1), o.nansum(x, axis=2), o.nanmax(x, axis=1),
+            o.count_nonzero(o.cast(x > 0, "int32"), axis=1), o.cumsum(x, axis=1),
+            o.cumprod(p, axis=2), o.average(x, axis=1, weights=o.convert_to_tensor(
+                [1.0, 2.0, 3.0, 4.0])), o.quantile(x, 0.3, axis=1),
+            o.percentile(x, 75.0, axis=2), o.sort(x, axis=1), o.argsort(x, axis=1)]
+
+
+def _shape_group(o, x, p):
+    idx = o.convert_to_tensor([2, 0, -1])
+    return [o.flip(x, axis=(1, 2)), o.roll(x, 2, axis=1), o.repeat(x, 2, axis=2),
+            o.tile(x, (1, 2, 1)), o.tril(x, k=-1), o.triu(x), o.diagonal(x, axis1=1, axis2=2),
+            o.trace(x, axis1=1, axis2=2), o.moveaxis(x, 1, 2), o.swapaxes(x, 0, 2),
+            o.diff(x, axis=1), o.take(x, idx, axis=1), o.take_along_axis(
+                x, o.cast(o.argsort(x, axis=1), "int32"), axis=1),
+            o.pad(x, [[0, 0], [1, 2], [0, 1]], constant_values=3.0),
+            o.pad(x, [[0, 0], [2, 1], [0, 0]], mode="reflect"), *o.split(x, 2, axis=1),
+            *o.array_split(x, 3, axis=1), o.hstack([x, x]), o.vstack([x, p]),
+            o.dstack([x, p]), o.rot90(x, axes=(1, 2)), o.broadcast_to(x[:, :1], (2, 4, 3)),
+            o.searchsorted(o.convert_to_tensor([-1.0, 0.0, 1.0]), o.reshape(x, (-1,))),
+            o.nan_to_num(o.log(x)), o.full_like(x, 2.5), *o.unstack(x, num=4, axis=1),
+            o.tile(x, 2), o.fliplr(x), o.flipud(x), o.diag(x[0, 0]), o.tri(3) * 0 + x[0, :3]]
+
+
+def _nn_group(o, x, p):
+    ids = o.cast(o.argmax(x, axis=2), "int32")
+    img = o.reshape(o.tile(x, (1, 1, 4)), (2, 4, 4, 3))
+    mean, var = o.moments(x, axes=[1])
+    return [o.one_hot(ids, 3), o.one_hot(ids, 4, axis=1), o.multi_hot(ids, 5),
+            o.normalize(x, axis=-1), o.normalize(x, axis=1, order=1), mean, var,
+            o.batch_normalization(x, o.ones((3,)) * 0.1, o.ones((3,)) * 2.0, axis=-1,
+                                  offset=o.ones((3,)), scale=o.ones((3,)) * 0.5),
+            o.rms_normalization(x, scale=o.ones((3,)) * 2.0, axis=-1),
+            o.layer_normalization(x, gamma=o.ones((3,)) * 2.0, beta=o.ones((3,)), axis=-1),
+            o.depth_to_space(o.tile(img, (1, 1, 1, 4))[..., :12], 2),
+            o.space_to_depth(img, 2), o.max_pool(img, 2, strides=1, padding="same"),
+            o.average_pool(img, 3, strides=2, padding="valid"),
+            o.adaptive_average_pool(img, (3, 2)), o.adaptive_max_pool(img, (3, 3)),
+            *o.top_k(o.reshape(x, (2, 12)), 4),
+            o.segment_sum(x[0], o.convert_to_tensor([0, 0, 1, 2]), num_segments=3),
+            o.segment_max(x[0], o.convert_to_tensor([0, 1, 1, 2]), num_segments=3),
+            o.slice(x, (0, 1, 1), (2, 2, 2)),
+            o.slice_update(x, (0, 1, 0), o.zeros((2, 2, 3))),
+            o.saturate_cast(x * 200.0, "int8"),
+            o.image.resize(img, (6, 5), interpolation="bilinear"),
+            o.image.rgb_to_grayscale(img),
+            o.image.pad_images(img, 1, 2, target_height=7, target_width=6),
+            o.image.crop_images(img, 1, 0, target_height=2, target_width=3),
+            o.linalg.det(x[:, :3, :3]), o.linalg.inv(x[:, :3, :3] + 3 * o.eye(3)),
+            o.linalg.norm(x, axis=-1), o.linalg.norm(x, ord="fro", axis=(1, 2)),
+            o.linalg.solve(x[:, :3, :3] + 3 * o.eye(3), x[:, :3, :2]),
+            o.linalg.cholesky(o.matmul(x[:, :3], o.transpose(x[:, :3], (0, 2, 1)))
+                              + 2 * o.eye(3))]
+
+
+GROUPS = {"unary": _unary_group, "binary": _binary_group, "reduce": _reduce_group,
+          "shape": _shape_group, "nn": _nn_group}
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_keras_ops_group(group: str) -> None:
+    def build(K):
+        x, p = K.Input((4, 3)), K.Input((4, 3))
+        return K.Model([x, p], GROUPS[group](K.ops, x, p))
+
+    inputs = [UNIT if group == "unary" else X, POS]
+    check_parity(build, inputs, formats=("keras",), randomize=False)
+
+
+def test_keras_ops_split_counts_outputs() -> None:
+    def build(K):
+        x = K.Input((6, 2))
+        a, b, c = K.ops.split(x, [1, 4], axis=1)
+        return K.Model(x, [c, a, b])
+
+    check_parity(build, rand(2, 6, 2), formats=("keras",), randomize=False)
+
+
+def test_float_math_on_integers_is_float32() -> None:
+    def build(K):
+        x = K.Input((3,), dtype="int32")
+        return K.Model(x, [K.ops.log2(x), K.ops.std(x, axis=1), K.ops.argmax(x, axis=1)])
+
+    check_parity(build, np.array([[1, 2, 8], [4, 4, 1]], np.int32), formats=("keras",),
+                 randomize=False)

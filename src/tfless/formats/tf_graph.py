@@ -63,6 +63,8 @@ IF_OPS = frozenset({"If", "StatelessIf"})
 # Pure pass-through ops: aliased instead of becoming nodes (they also carry resources).
 ALIAS_OPS = frozenset({"Identity", "StopGradient", "Snapshot"})
 VARIABLE_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable"})
+V1_CONTROL_FLOW = frozenset({"Enter", "Exit", "NextIteration", "Merge", "Switch", "LoopCond",
+                             "RefEnter", "RefExit", "RefNextIteration", "RefMerge", "RefSwitch"})
 MAX_CALL_DEPTH = 64
 _GRAPH_IDS = itertools.count()
 
@@ -169,6 +171,13 @@ class GraphFlattener:
             if state.get(name) == 2:
                 continue
             if state.get(name) == 1:
+                loop_ops = sorted(V1_CONTROL_FLOW & set(ops.values()))
+                if loop_ops:
+                    raise UnsupportedLayer(
+                        f"{self.source.where}: the graph uses TF1 dataflow control flow "
+                        f"({', '.join(loop_ops)}), which tfless does not run; tfless runs "
+                        "functional While/If (freeze with convert_variables_to_constants_v2("
+                        "..., lower_control_flow=False))")
                 raise ModelFormatError(f"{self.source.where}: the graph has a cycle through "
                                        f"node '{name}'")
             state[name] = 1

@@ -48,12 +48,14 @@ def _decoder(where: str, limits: Limits) -> TensorDecoder:
     return TensorDecoder(where, limits.check_weight_bytes)
 
 
-def _spec(name: str, info: Any, where: str) -> TensorSpec:
+def _spec(name: str, info: Any, where: str, need_rank: bool = True) -> TensorSpec:
     dtype = dtype_name(info.dtype)
     if dtype not in NUMERIC:
         raise UnsupportedLayer(f"{where}: signature tensor '{name}' has type {dtype}; tfless "
                                f"takes and returns numeric tensors only ({', '.join(sorted(NUMERIC))})")
     shape = shape_list(info.tensor_shape)
+    if shape is None and not need_rank:
+        return TensorSpec(name, (None,), dtype)
     if shape is None:
         raise UnsupportedLayer(f"{where}: signature tensor '{name}' has an unknown rank; tfless "
                                "needs each input's rank (export with a TensorSpec shape)")
@@ -193,7 +195,7 @@ def read_tf_savedmodel(path: Path, signature: str | None = None,
               for e in sorted(sig.inputs, key=lambda e: e.key)]
     outputs = [(e.key, e.value.name) for e in sorted(sig.outputs, key=lambda e: e.key)]
     for key, _ in outputs:
-        _spec(key, {e.key: e.value for e in sig.outputs}[key], where)
+        _spec(key, {e.key: e.value for e in sig.outputs}[key], where, need_rank=False)
     decoder = _decoder(str(path), limits)
     variables = _Variables(path, meta_graph, decoder, limits)
     library = {f.signature.name: f for f in meta_graph.graph_def.library.function}
@@ -237,6 +239,21 @@ def is_graphdef(head: bytes) -> bool:
     return head[pos + length:pos + length + 1] == b"\x12"
 
 
+def _reached(nodes: dict[str, Any], names: list[str]) -> set[str]:
+    """Nodes the named ones read through data inputs (convert_variables_to_constants leaves
+    placeholders that nothing reads)."""
+    seen: set[str] = set()
+    stack = [n for n in names if n in nodes]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        stack.extend(i.split(":")[0] for i in nodes[name].input
+                     if not i.startswith("^") and i.split(":")[0] in nodes)
+    return seen
+
+
 def read_graphdef(path: Path, inputs: list[str] | None = None,
                   outputs: list[str] | None = None, limits: Limits = DEFAULT_LIMITS) -> Graph:
     """A frozen GraphDef `.pb`: inputs/outputs by node name (`name` or `name:k`), else
@@ -245,8 +262,15 @@ def read_graphdef(path: Path, inputs: list[str] | None = None,
     where = str(path)
     nodes = {n.name: n for n in graph_def.node}
     decoder = _decoder(where, limits)
+    if outputs is None:
+        read = {i.lstrip("^").split(":")[0] for n in graph_def.node for i in n.input}
+        outputs = [n.name for n in graph_def.node if n.name not in read and n.op not in NOT_OUTPUTS]
+        if not outputs:
+            raise ModelFormatError(f"{where}: the graph has no output nodes; name them with "
+                                   "outputs=")
     if inputs is None:
-        inputs = [n.name for n in graph_def.node if n.op == "Placeholder"]
+        used = _reached(nodes, [ref.split(":")[0] for ref in outputs])
+        inputs = [n.name for n in graph_def.node if n.op == "Placeholder" and n.name in used]
     specs = []
     for ref in inputs:
         node = nodes.get(ref.split(":")[0])
@@ -264,12 +288,6 @@ def read_graphdef(path: Path, inputs: list[str] | None = None,
                                    "with a shaped placeholder")
         specs.append((ref, TensorSpec(ref.split(":")[0] if ref.endswith(":0") else ref,
                                       tuple(shape), dtype)))
-    if outputs is None:
-        read = {i.lstrip("^").split(":")[0] for n in graph_def.node for i in n.input}
-        outputs = [n.name for n in graph_def.node if n.name not in read and n.op not in NOT_OUTPUTS]
-        if not outputs:
-            raise ModelFormatError(f"{where}: the graph has no output nodes; name them with "
-                                   "outputs=")
     library = {f.signature.name: f for f in graph_def.library.function}
     source = GraphSource(library, decoder, where)
     meta = {"format": "graphdef", "source": where,

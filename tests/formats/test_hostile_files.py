@@ -191,7 +191,8 @@ def test_weight_shape_must_match_config(tmp_path: Path) -> None:
         cfg = json.loads(f.attrs["model_config"])
         cfg["config"]["layers"][1]["config"]["units"] = 7
         f.attrs["model_config"] = json.dumps(cfg)
-    with pytest.raises(tfless.TflessError, match="layer 'd'.*units=7"):
+    with pytest.raises(tfless.ModelFormatError, match=r"mismatch.h5.*layer 'd'.*'kernel' has shape "
+                       r"\(4, 3\).*needs \(\?, 7\)"):
         tfless.load(path)
 
 
@@ -328,4 +329,149 @@ def test_weight_name_without_dataset(small_model: dict[str, Path], tmp_path: Pat
         f["model_weights"]["probs"].attrs["weight_names"] = [b"probs/kernel", b"probs/ghost"]
     with pytest.raises(tfless.ModelFormatError, match="dangling.h5: layer 'probs' lists weight "
                        "'probs/ghost'.*no such dataset"):
+        tfless.load(bad)
+
+
+# ----- regressions from fuzzing (issue 19) ----------------------------------------------------
+def _copy(src: Path, dst: Path) -> Path:
+    dst.write_bytes(src.read_bytes())
+    return dst
+
+
+def test_member_with_bad_crc(small_model: dict[str, Path], tmp_path: Path) -> None:
+    # a deflated config.json whose stored CRC no longer matches: zipfile raised BadZipFile
+    bad = tmp_path / "crc.keras"
+    _keras_zip(bad, small_model["keras"], {}, compress=True)
+    with zipfile.ZipFile(bad) as z:
+        info = z.getinfo("config.json")
+    stored = info.CRC.to_bytes(4, "little")
+    data = bad.read_bytes()
+    assert data.count(stored) == 2  # the local header's and the central directory's copies
+    data = data.replace(stored, (info.CRC ^ 1).to_bytes(4, "little"))
+    bad.write_bytes(data)
+    with pytest.raises(tfless.ModelFormatError, match="crc.keras.*config.json.*corrupt"):
+        tfless.load(bad)
+
+
+def test_damaged_global_heap_does_not_hang(small_model: dict[str, Path], tmp_path: Path) -> None:
+    # a zeroed object size in the heap holding weight_names made libhdf5 loop forever
+    bad = _copy(small_model["h5"], tmp_path / "heap.h5")
+    data = bytearray(bad.read_bytes())
+    heaps = [i for i in range(len(data)) if data[i:i + 8] == b"GCOL\x01\x00\x00\x00"]
+    assert heaps
+    data[heaps[-1] + 16:heaps[-1] + 64] = bytes(48)
+    bad.write_bytes(bytes(data))
+    proc = subprocess.run([sys.executable, "-c", f"import tfless; tfless.load({str(bad)!r})"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "ModelFormatError" in proc.stderr
+    assert "global heap" in proc.stderr and "heap.h5" in proc.stderr
+
+
+def _bias_path(f: h5py.File) -> str:
+    return "model_weights/probs/probs/bias" if "model_weights/probs/probs/bias" in f \
+        else "model_weights/probs/probs/bias:0"
+
+
+@pytest.mark.parametrize("kind", ["dangling_soft", "soft", "external", "virtual"])
+def test_links_are_refused(kind: str, small_model: dict[str, Path], tmp_path: Path) -> None:
+    bad = _copy(small_model["h5"], tmp_path / f"{kind}.h5")
+    other = tmp_path / "elsewhere.h5"
+    with h5py.File(other, "w") as o:
+        o["b"] = np.full(3, 100.0, np.float32)  # would change every prediction
+    with h5py.File(bad, "r+") as f:
+        name = _bias_path(f)
+        del f[name]
+        if kind == "dangling_soft":
+            f[name] = h5py.SoftLink("/no/such/thing")
+        elif kind == "soft":
+            f[name] = h5py.SoftLink("/model_weights/probs/probs/kernel")
+        elif kind == "external":
+            f[name] = h5py.ExternalLink(str(other), "/b")
+        else:
+            layout = h5py.VirtualLayout(shape=(3,), dtype="f4")
+            layout[...] = h5py.VirtualSource(str(other), "b", shape=(3,))
+            f.create_virtual_dataset(name, layout)
+    words = {"dangling_soft": "soft link", "soft": "soft link", "external": "external link",
+             "virtual": "virtual dataset"}[kind]
+    with pytest.raises(tfless.UnsafeModelError, match=f"{kind}.h5.*{words}"):
+        tfless.load(bad)
+
+
+def test_external_raw_data_storage_is_refused(small_model: dict[str, Path], tmp_path: Path) -> None:
+    bad = _copy(small_model["h5"], tmp_path / "rawext.h5")
+    raw = tmp_path / "bias.bin"
+    raw.write_bytes(np.full(3, 100.0, np.float32).tobytes())
+    with h5py.File(bad, "r+") as f:
+        name = _bias_path(f)
+        del f[name]
+        f.create_dataset(name, shape=(3,), dtype="<f4", external=[(str(raw), 0, 12)])
+    with pytest.raises(tfless.UnsafeModelError, match="rawext.h5.*external file"):
+        tfless.load(bad)
+
+
+def test_non_numeric_vars_name(small_model: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "vars.keras"
+    with zipfile.ZipFile(small_model["keras"]) as z:
+        weights = tmp_path / "w.h5"
+        weights.write_bytes(z.read("model.weights.h5"))
+    with h5py.File(weights, "r+") as f:
+        group = next(g for g in f["layers"].values() if "vars" in g and len(g["vars"]))
+        group["vars"].move("0", "zero")
+    _keras_zip(bad, small_model["keras"], {"model.weights.h5": weights.read_bytes()})
+    with pytest.raises(tfless.ModelFormatError, match="vars.keras.*holds 'zero'"):
+        tfless.load(bad)
+
+
+def test_weight_names_not_a_list(small_model: dict[str, Path], tmp_path: Path) -> None:
+    bad = _copy(small_model["h5"], tmp_path / "names.h5")
+    with h5py.File(bad, "r+") as f:
+        f["model_weights"]["probs"].attrs["weight_names"] = 42
+    with pytest.raises(tfless.ModelFormatError, match="names.h5.*weight_names.*list of names"):
+        tfless.load(bad)
+
+
+def test_layer_dtype_not_a_dict(small_model: dict[str, Path], tmp_path: Path) -> None:
+    config = _config_of(small_model["keras"])
+    _probs(config)["config"]["dtype"] = {"module": "keras", "config": "relu"}
+    bad = tmp_path / "dtype.keras"
+    _keras_zip(bad, small_model["keras"], {"config.json": json.dumps(config).encode()})
+    with pytest.raises(tfless.ModelFormatError, match="dtype.keras.*'probs'.*'dtype'"):
+        tfless.load(bad)
+
+
+@pytest.mark.parametrize("bias", [np.float32(0.5), np.zeros(1, np.float32), np.zeros(4, np.float32)])
+def test_wrong_bias_shape_is_refused_at_load(bias: np.ndarray, small_model: dict[str, Path],
+                                             tmp_path: Path) -> None:
+    # a scalar (or length-1) bias was broadcast into every output: a silent wrong answer
+    bad = _copy(small_model["h5"], tmp_path / "bias.h5")
+    with h5py.File(bad, "r+") as f:
+        name = _bias_path(f)
+        del f[name]
+        f[name] = bias
+    with pytest.raises(tfless.ModelFormatError,
+                       match=r"bias.h5.*'probs'.*'bias' has shape .*needs \(3,\)"):
+        tfless.load(bad)
+
+
+def test_weight_of_strings_is_refused(small_model: dict[str, Path], tmp_path: Path) -> None:
+    bad = _copy(small_model["h5"], tmp_path / "text.h5")
+    with h5py.File(bad, "r+") as f:
+        name = _bias_path(f)
+        del f[name]
+        f[name] = np.array([b"a", b"b", b"c"])
+    with pytest.raises(tfless.ModelFormatError, match="text.h5.*arrays of numbers"):
+        tfless.load(bad)
+
+
+@pytest.mark.parametrize("field, words", [
+    ("output_layers", "declares no outputs.*output_layers"),
+    ("input_layers", "cannot be resolved: layers features"),
+])
+def test_model_without_outputs_or_inputs(field: str, words: str, small_model: dict[str, Path],
+                                         tmp_path: Path) -> None:
+    config = _config_of(small_model["keras"])
+    config["config"][field] = []
+    bad = tmp_path / "none.keras"
+    _keras_zip(bad, small_model["keras"], {"config.json": json.dumps(config).encode()})
+    with pytest.raises(tfless.ModelFormatError, match=f"none.keras.*{words}"):
         tfless.load(bad)

@@ -16,6 +16,7 @@ from ..errors import ModelFormatError, UnsafeModelError, UnsupportedLayer
 from ..graph import Graph, Node, TensorSpec
 from ..ops import REGISTRY, get_op
 from .normalize import normalize_layer
+from .weight_shapes import check_weight_shapes
 from .weights import LayerRef, WeightSource
 
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
@@ -105,6 +106,11 @@ class GraphBuilder:
             if self.where in str(exc):
                 raise
             raise ModelFormatError(f"{self.where}: {exc}") from exc
+        if not outputs or not specs:  # a model whose output (input) list was removed
+            raise ModelFormatError(
+                f"{self.where}: the model declares no {'outputs' if not outputs else 'inputs'} "
+                f"(its {'output_layers' if not outputs else 'input_layers'} list is empty or "
+                "missing)")
         self._load_weights()
         if cls != "Sequential" and isinstance(model.get("config"), dict):
             meta = {**meta, **nested_io(model["config"])}
@@ -297,6 +303,7 @@ class GraphBuilder:
             spec = None
         config = dict(layer["config"])
         config.setdefault("name", names[-1])
+        _check_dtype_field(config.get("dtype"), label, self.where)
         if config.get("stateful") and isinstance(layer.get("build_config"), dict):
             # Keras 3 records a stateful RNN's fixed batch size only in its build config
             config.setdefault("build_config", layer["build_config"])
@@ -378,8 +385,9 @@ class GraphBuilder:
             label = "/".join(names)
             if len(arrays) != len(expected):
                 self._weight_mismatch(label, cls, expected, arrays)
-            self.layer_weight_cache[names].update(
-                {name: arr for name, (_, arr) in zip(expected, arrays)})
+            named = {name: arr for name, (_, arr) in zip(expected, arrays)}
+            check_weight_shapes(cls, config, named, label, self.where)
+            self.layer_weight_cache[names].update(named)
 
     @staticmethod
     def _same_layer_elsewhere(names: tuple[str, ...], found: dict) -> list:
@@ -430,6 +438,18 @@ def _unpack_constant_list(args: list[Any]) -> list[Any]:
     if len(args) == 1 and isinstance(args[0], list) and len(args[0]) == 2:
         return list(args[0])
     return args
+
+
+def _check_dtype_field(value: Any, label: str, where: str) -> None:
+    """A layer's `dtype` is a name or a DTypePolicy object ({"config": {"name": ...}});
+    ops read it without re-checking its shape."""
+    inner = value.get("config") if isinstance(value, dict) else None
+    if value is None or isinstance(value, str) or (
+            isinstance(value, dict) and (inner is None or (
+                isinstance(inner, dict) and isinstance(inner.get("name", ""), str)))):
+        return
+    raise ModelFormatError(f"{where}: layer '{label}': field 'dtype' should be a dtype name or "
+                           f"a DTypePolicy object, got {str(value)[:80]!r}")
 
 
 def layer_name(layer: dict) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
 import struct
 import zipfile
 import zlib
@@ -20,11 +21,26 @@ import h5py
 
 from ..errors import ModelFormatError, UnsafeModelError
 from ..graph import Graph
+from .h5_guard import check_heaps
 from .keras_config import GraphBuilder, keras_major
 from .limits import DEFAULT_LIMITS, Limits
 from .weights import ObjectPathWeights
 
 CRC_CHUNK = 1 << 20
+# What zipfile raises for a damaged member: a bad CRC or header (BadZipFile), a corrupt
+# deflate stream (zlib.error), a stream that ends early (EOFError), a compression method or
+# encryption it does not implement (NotImplementedError, RuntimeError).
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+              RuntimeError, ValueError)
+
+
+def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+    """A member's bytes, CRC-checked by zipfile; damage is a ModelFormatError."""
+    try:
+        return zf.read(info)
+    except ZIP_ERRORS as exc:
+        raise ModelFormatError(f"{path}: archive member {info.filename!r} is corrupt: "
+                               f"{type(exc).__name__}: {exc}") from exc
 
 
 def _check_members(zf: zipfile.ZipFile, path: Path, limits: Limits) -> dict[str, zipfile.ZipInfo]:
@@ -51,7 +67,7 @@ def _read_json(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limits: L
     if info.file_size > limits.max_config_bytes:
         raise UnsafeModelError(f"{path}: {info.filename} is larger than the config size limit")
     try:
-        return json.loads(zf.read(info).decode("utf8"))
+        return json.loads(read_member(zf, info, path).decode("utf8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFormatError(f"{path}: {info.filename} is not valid JSON: {exc}") from exc
 
@@ -133,7 +149,9 @@ def open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Itera
     if info.flag_bits & 0x1:
         raise ModelFormatError(f"{path}: archive member {info.filename!r} is encrypted")
     if info.compress_type != zipfile.ZIP_STORED:
-        yield io.BytesIO(zf.read(info))
+        data = read_member(zf, info, path)
+        check_heaps(data, 0, len(data), f"{path}:{info.filename}")
+        yield io.BytesIO(data)
         return
     start = _data_offset(zf, info, path)
     assert zf.fp is not None
@@ -145,6 +163,9 @@ def open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Itera
             f"file ends {end - start} bytes after its start (truncated?)"
         )
     _check_crc(fp, start, info, path)
+    # through a memory map: the member is not copied into memory to be checked
+    with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        check_heaps(data, start, start + info.file_size, f"{path}:{info.filename}")
     yield MemberWindow(fp, start, info.file_size)
 
 

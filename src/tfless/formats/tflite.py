@@ -198,7 +198,9 @@ class _Reader:
         DEFAULT_LIMITS.check_weight_bytes(total, str(self.path))
         description = self.root.string(3, "description") or ""
         meta = {"format": "tflite", "keras_version": "", "source": str(self.path),
-                "tflite_description": description, "subgraphs": len(subgraphs)}
+                "tflite_description": description, "subgraphs": len(subgraphs),
+                "output_dtypes": {self.ids[i]: self.tensors[i].dtype for i in outputs
+                                  if self.tensors[i].dtype is not None}}
         return Graph(specs, nodes, [self.ids[i] for i in outputs],
                      [self.tensors[i].name for i in outputs], meta)
 

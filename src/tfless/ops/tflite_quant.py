@@ -634,6 +634,19 @@ def _passthrough(make: Callable[[Any], Compute]) -> Callable[[QuantOp], Compute]
     return build
 
 
+def _unchecked(make: Callable[[Any], Compute]) -> Callable[[QuantOp], Compute]:
+    """Operators whose integer output is not on the input's scale (SHAPE) or whose
+    outputs all keep it by construction (SPLIT, UNPACK, PACK, FILL)."""
+    return lambda op: make(op)
+
+
+for _code, _make in {
+    "SHAPE": float_ops.shape, "SPLIT": float_ops.split, "SPLIT_V": float_ops.split_v,
+    "UNPACK": float_ops.unpack, "PACK": float_ops.pack, "FILL": float_ops.fill,
+    "TILE": float_ops.tile, "BROADCAST_TO": float_ops.broadcast_to,
+}.items():
+    quant_op(_code)(_unchecked(_make))
+
 for _code, _make in {
     "RESHAPE": float_ops.reshape, "SQUEEZE": float_ops.squeeze,
     "EXPAND_DIMS": float_ops.expand_dims, "TRANSPOSE": float_ops.transpose,

@@ -141,8 +141,49 @@ def _keras3_models() -> dict[str, Any]:
     e = layers.LayerNormalization()(e)
     text = functional(tokens, layers.Dense(2, activation="softmax")(
         layers.GlobalAveragePooling1D()(e)))
+    zoo = keras.Input((12, 12, 3))  # preprocessing, dilation, rarer normalizations
+    z = layers.Resizing(16, 16)(zoo)
+    z = layers.Rescaling(1 / 255.0)(z)
+    z = layers.Normalization(mean=[0.1, 0.2, 0.3], variance=[1.0, 2.0, 3.0])(z)
+    z = layers.Resizing(10, 10, interpolation="nearest")(z)
+    z = layers.Resizing(12, 12, interpolation="bicubic")(z)
+    z = layers.DepthwiseConv2D(3, dilation_rate=2, padding="same")(z)
+    z = layers.SeparableConv2D(4, 3, dilation_rate=2, padding="same")(z)
+    z = layers.Conv2D(4, 3, dilation_rate=2, padding="same", activation="mish")(z)
+    z = layers.GroupNormalization(2)(z)
+    z = layers.PReLU()(z)
+    z = layers.ReLU(max_value=3.0, negative_slope=0.1, threshold=0.5)(z)
+    z = layers.Activation("hard_swish")(z)
+    z = layers.UnitNormalization()(z)
+    z = layers.UpSampling2D(2, interpolation="bilinear")(z)
+    image_zoo = functional(zoo, layers.Dense(4, activation="log_softmax")(layers.Flatten()(z)))
+
+    vol = keras.Input((6, 6, 6, 2))
+    v = layers.Conv3D(3, 3, padding="same")(vol)
+    v = layers.MaxPooling3D()(v)
+    v = layers.Conv3DTranspose(2, 2, strides=2)(v)
+    v = layers.AveragePooling3D(2)(v)
+    volume = functional(vol, layers.GlobalMaxPooling3D()(v))
+
+    steps = keras.Input((8, 3))
+    t = layers.Conv1DTranspose(4, 3, strides=2)(steps)
+    t = layers.Bidirectional(layers.LSTM(4, return_sequences=True))(t)
+    t = layers.SimpleRNN(3, return_sequences=True)(t)
+    t = layers.Permute((2, 1))(t)
+    sequence = functional(steps, layers.RepeatVector(2)(layers.Flatten()(t)))
+
+    masked_in = keras.Input((6,), dtype="int32")
+    k = layers.Embedding(20, 8, mask_zero=True)(masked_in)
+    k = layers.Attention()([k, k])
+    masked = functional(masked_in, layers.LSTM(4)(k))
+
+    causal_in = keras.Input((6,), dtype="int32")
+    q = layers.Embedding(20, 8)(causal_in)
+    q = layers.MultiHeadAttention(2, 4)(q, q, use_causal_mask=True)
+    causal = functional(causal_in, layers.GlobalMaxPooling1D()(q))
     return {"mlp": mlp, "cnn": cnn, "conv1d": conv1d, "mobilenet_v2": mobilenet,
-            "lstm": lstm, "gru": gru, "text_mha": text}
+            "lstm": lstm, "gru": gru, "text_mha": text, "image_zoo": image_zoo,
+            "volume": volume, "sequence": sequence, "masked": masked, "causal": causal}
 
 
 def _tf_module(path: Path) -> None:
@@ -237,7 +278,8 @@ def test_the_expected_families_are_exercised(graph_ops: dict[str, Counter]) -> N
     # guards against the walk silently finding nothing (e.g. a changed SavedModel layout)
     everything = sum(graph_ops.values(), Counter())
     for op in ("MatMul", "BiasAdd", "Conv2D", "DepthwiseConv2dNative", "While", "Softmax",
-               "Mean", "Reshape", "StridedSlice", "Einsum", "ConcatV2", "Const"):
+               "Mean", "Reshape", "StridedSlice", "Einsum", "ConcatV2", "Const",
+               "ResizeBilinear", "SpaceToBatchND", "MatrixBandPart", "Conv3D"):
         assert everything[op], f"no graph holds {op}: {dict(everything)}"
     assert everything["ReadVariableOp"], "variables were expected in the SavedModels"
 

@@ -55,9 +55,10 @@ def _flat(inputs: dict[str, Any]) -> list[np.ndarray]:
 
 
 def _trace_config(op: str, inputs: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
-    """The op's NodeDef attrs, traced with a placeholder (unknown shape) for every input."""
+    """The op's NodeDef attrs, traced with a placeholder per input: known rank, unknown sizes
+    (so invalid inputs pass tracing), or the full static shape where TF's shape function
+    needs it (SpaceToBatchND's block_shape)."""
     flat = _flat(inputs)
-    sig = [tf.TensorSpec(None, tf.as_dtype(x.dtype)) for x in flat]
 
     def fn(*args: Any) -> Any:
         it = iter(args)
@@ -65,7 +66,12 @@ def _trace_config(op: str, inputs: dict[str, Any], attrs: dict[str, Any]) -> dic
                   for k, v in inputs.items()}
         return getattr(tf.raw_ops, op)(**kwargs, **_tf_attrs(attrs))
 
-    graph = tf.function(fn, input_signature=sig).get_concrete_function().graph
+    try:
+        sig = [tf.TensorSpec([None] * x.ndim, tf.as_dtype(x.dtype)) for x in flat]
+        graph = tf.function(fn, input_signature=sig).get_concrete_function().graph
+    except ValueError:
+        sig = [tf.TensorSpec(x.shape, tf.as_dtype(x.dtype)) for x in flat]
+        graph = tf.function(fn, input_signature=sig).get_concrete_function().graph
     # the first node of that type (tf.function appends Identity nodes for the outputs)
     nodes = [n for n in graph.as_graph_def().node if n.op == op]
     assert nodes, f"{op}: traced graph holds no {op} node"
@@ -390,7 +396,31 @@ STRIDED_CASES = [
     sl("ellipsis-new-last", [0, 0], [0, 0], [1, 1], ellipsis_mask=0b01, new_axis_mask=0b10),
     sl("shrink-all", [1, 2, 3, 0], [2, 3, 4, 1], [1, 1, 1, 1], shrink_axis_mask=0b1111),
 ]
-ALL_CASES = (BINARY_CASES + COMPARE_CASES + UNARY_CASES + NN_ACT_CASES + CAST_CASES
+IMAGE_CASES = [
+    case(op, {"images": IMG, "size": a(size)}, f"{size[0]}x{size[1]}", half_pixel_centers=True)
+    for op in ("ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic")
+    for size in ([14, 9], [3, 4], [7, 6])
+] + [
+    case("ResizeBilinear", {"images": i32(1, 4, 5, 2), "size": a([7, 3])}, "int",
+         half_pixel_centers=True),
+    case("ResizeNearestNeighbor", {"images": i32(1, 4, 5, 2), "size": a([9, 3])}, "int",
+         half_pixel_centers=True),
+    case("DepthToSpace", {"input": f32(2, 3, 4, 8)}, block_size=2),
+    case("SpaceToDepth", {"input": f32(2, 6, 4, 3)}, block_size=2),
+    case("SpaceToBatchND", {"input": f32(2, 7, 6, 3), "block_shape": a([2, 3]),
+                            "paddings": a([[1, 2], [0, 3]])}),
+    case("SpaceToBatchND", {"input": f32(2, 6, 3), "block_shape": a([3]),
+                            "paddings": a([[0, 0]])}, "1d"),
+    case("BatchToSpaceND", {"input": f32(12, 4, 3, 3), "block_shape": a([2, 3]),
+                            "crops": a([[1, 2], [0, 3]])}),
+    case("BatchToSpaceND", {"input": f32(6, 2, 3), "block_shape": a([3]),
+                            "crops": a([[0, 1]], "int64")}, "1d"),
+    case("MatrixBandPart", {"input": f32(2, 5, 4), "num_lower": a(-1), "num_upper": a(0)},
+         "lower"),
+    case("MatrixBandPart", {"input": f32(5, 6), "num_lower": a(1, "int64"),
+                            "num_upper": a(2, "int64")}, "band"),
+]
+ALL_CASES = (IMAGE_CASES + BINARY_CASES + COMPARE_CASES + UNARY_CASES + NN_ACT_CASES + CAST_CASES
              + MATMUL_CASES + REDUCE_CASES + CONV_CASES + POOL_CASES + BN_CASES + SHAPE_CASES
              + STRIDED_CASES)
 
@@ -544,6 +574,9 @@ REFUSALS = [
     ("Cast", {"DstT": "string"}, "DstT"),
     ("Equal", {"incompatible_shape_error": False}, "incompatible_shape_error"),
     ("GatherNd", {"batch_dims": 1}, "batch_dims"),
+    ("ResizeBilinear", {"align_corners": True, "half_pixel_centers": False}, "align_corners"),
+    ("ResizeNearestNeighbor", {"half_pixel_centers": False}, "half_pixel_centers"),
+    ("DepthToSpace", {"block_size": 2, "data_format": "NCHW"}, "data_format"),
 ]
 
 

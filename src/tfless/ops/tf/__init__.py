@@ -2,7 +2,7 @@
 signatures, frozen GraphDefs) run. Importing this package registers every family below.
 """
 
-from . import array, control, lists, math, nn  # noqa: F401
+from . import array, control, image, lists, math, nn  # noqa: F401
 from .common import TfNode, tf_kernel
 
 __all__ = ["TfNode", "tf_kernel", "tf_op_names"]

@@ -546,3 +546,78 @@ def top_k(node: TfNode) -> Compute:
         return np.take_along_axis(x, order, axis=-1), order.astype(index_type)
 
     return compute
+
+
+# ----- space <-> batch (dilated depthwise convolutions) and band matrices ---------------------
+def _block_args(node: TfNode, x: np.ndarray, block: np.ndarray, pads: np.ndarray, what: str
+                ) -> tuple[list[int], list[tuple[int, int]]]:
+    shape = ints(block)
+    p = np.asarray(pads)
+    m = len(shape)
+    if m < 1 or x.ndim < m + 1 or p.shape != (m, 2) or min(shape) < 1 or (p.size and p.min() < 0):
+        raise node.bad_input(f"block_shape {shape} / {what} of shape {p.shape} do not fit an "
+                             f"input of shape {x.shape}")
+    return shape, [(int(a), int(b)) for a, b in p]
+
+
+@tf_kernel("SpaceToBatchND")
+def space_to_batch_nd(node: TfNode) -> Compute:
+    def compute(x: np.ndarray, block: np.ndarray, paddings: np.ndarray) -> np.ndarray:
+        shape, pads = _block_args(node, x, block, paddings, "paddings")
+        m, batch = len(shape), x.shape[0]
+        xp = np.pad(x, [(0, 0), *pads] + [(0, 0)] * (x.ndim - 1 - m))
+        spatial, rest = xp.shape[1:1 + m], xp.shape[1 + m:]
+        if any(n % b for n, b in zip(spatial, shape)):
+            raise node.bad_input(f"padded spatial shape {spatial} is not divisible by the "
+                                 f"block shape {shape}")
+        split = [batch]
+        for n, b in zip(spatial, shape):
+            split += [n // b, b]
+        y = xp.reshape(split + list(rest))
+        # (B, s1, b1, s2, b2, ..., rest) -> (b1, b2, ..., B, s1, s2, ..., rest)
+        perm = [2 + 2 * i for i in range(m)] + [0] + [1 + 2 * i for i in range(m)] + \
+            list(range(1 + 2 * m, y.ndim))
+        y = y.transpose(perm)
+        return y.reshape([batch * int(np.prod(shape))] + [n // b for n, b in zip(spatial, shape)]
+                         + list(rest))
+
+    return compute
+
+
+@tf_kernel("BatchToSpaceND")
+def batch_to_space_nd(node: TfNode) -> Compute:
+    def compute(x: np.ndarray, block: np.ndarray, crops: np.ndarray) -> np.ndarray:
+        shape, cuts = _block_args(node, x, block, crops, "crops")
+        m, total = len(shape), int(np.prod(shape))
+        if x.shape[0] % total:
+            raise node.bad_input(f"batch {x.shape[0]} is not divisible by the block size {total}")
+        batch, spatial, rest = x.shape[0] // total, x.shape[1:1 + m], x.shape[1 + m:]
+        y = x.reshape(shape + [batch] + list(spatial) + list(rest))
+        # (b1, ..., bM, B, s1, ..., sM, rest) -> (B, s1, b1, ..., sM, bM, rest)
+        perm = [m]
+        for i in range(m):
+            perm += [m + 1 + i, i]
+        perm += list(range(1 + 2 * m, y.ndim))
+        y = y.transpose(perm).reshape([batch] + [n * b for n, b in zip(spatial, shape)]
+                                      + list(rest))
+        sizes = [n * b for n, b in zip(spatial, shape)]
+        if any(a + b > n for (a, b), n in zip(cuts, sizes)):
+            raise node.bad_input(f"crops {cuts} exceed the spatial shape {sizes}")
+        index = (slice(None), *(slice(a, n - b) for (a, b), n in zip(cuts, sizes)))
+        return np.ascontiguousarray(y[index])
+
+    return compute
+
+
+@tf_kernel("MatrixBandPart")
+def matrix_band_part(node: TfNode) -> Compute:
+    def compute(x: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+        lo, up = scalar_int(node, lower, "num_lower"), scalar_int(node, upper, "num_upper")
+        if x.ndim < 2 or lo > x.shape[-2] or up > x.shape[-1]:
+            raise node.bad_input(f"num_lower {lo} / num_upper {up} do not fit shape {x.shape}")
+        rows = np.arange(x.shape[-2])[:, None]
+        cols = np.arange(x.shape[-1])[None, :]
+        keep = ((lo < 0) | (rows - cols <= lo)) & ((up < 0) | (cols - rows <= up))
+        return np.where(keep, x, x.dtype.type(0))
+
+    return compute

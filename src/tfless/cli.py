@@ -10,6 +10,7 @@ import argparse
 import io
 import json
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,43 @@ from . import __version__
 from .errors import InputError, TflessError
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr and exit 2, like every other bad input (argparse
+    prints the whole usage block first; `tfless CMD --help` still shows it)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= low."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def float_at_least(low: float, strict: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number >= low (> low when strict)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not np.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(
+                f"must be {'greater than' if strict else 'at least'} {low:g}, got {text}")
+        return value
+    parse.__name__ = f"number >= {low:g}"
+    return parse
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -36,7 +74,11 @@ def read_inputs(path: str, model: Any) -> Any:
     """An input file (.npy, .npz keyed by input name, .json) or '-' for JSON on stdin."""
     names = [s.name for s in model.inputs]
     if path == "-":
-        return _json_inputs(sys.stdin.read(), names, "stdin")
+        try:
+            text = sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise InputError(f"stdin: not UTF-8 text: {exc}") from exc
+        return _json_inputs(text, names, "stdin")
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path}: no such input file")
@@ -56,16 +98,26 @@ def read_inputs(path: str, model: Any) -> Any:
             )
         if suffix == ".json":
             return _json_inputs(p.read_text(encoding="utf8"), names, path)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{path}: cannot read inputs: {exc}") from exc
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        # EOFError: a zero-byte .npy; BadZipFile: a damaged .npz
+        raise InputError(f"{path}: cannot read inputs: {type(exc).__name__}: {exc}") from exc
     raise InputError(f"{path}: unknown input format '{suffix}'; use .npy, .npz or .json")
 
 
 def _json_inputs(text: str, names: list[str], where: str) -> Any:
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: not valid JSON: {exc}") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InputError(f"{where}: not valid JSON (or nested too deeply): "
+                         f"{type(exc).__name__}: {exc}") from exc
+    try:
+        return _json_arrays(data, names)
+    except (ValueError, TypeError, RecursionError) as exc:  # ragged lists, objects in lists
+        raise InputError(f"{where}: the JSON values do not form arrays (lists of different "
+                         f"lengths?): {type(exc).__name__}: {exc}") from exc
+
+
+def _json_arrays(data: Any, names: list[str]) -> Any:
     if isinstance(data, dict):
         for key in ("inputs", "instances"):
             if key in data and len(data) <= 2:
@@ -161,7 +213,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="tfless", description="Keras models, deployed without TensorFlow.")
     parser.add_argument("--version", action="version", version=f"tfless {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help=".npy, .npz or .json (default: JSON on stdout); "
                    ".parquet, .csv or .npy when streaming")
     p.add_argument("--weights", help="weights .h5 for an architecture JSON file")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--top", type=int, default=0, metavar="K",
+    p.add_argument("--batch-size", type=int_at_least(1), default=None)
+    p.add_argument("--top", type=int_at_least(0), default=0, metavar="K",
                    help="print the K best classes per sample instead of raw outputs")
     p.add_argument("--backend", choices=["numpy", "onnxruntime"], default=None)
     from .scale.command import add_predict_options
@@ -192,9 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="compare tfless with Keras on the same inputs "
                        "(needs TensorFlow/Keras installed), or check an exported .onnx file")
     p.add_argument("model")
-    p.add_argument("-n", type=int, default=4, help="batch of random inputs to compare")
-    p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--rtol", type=float, default=1e-4, help="relative to the output scale")
+    p.add_argument("-n", type=int_at_least(1), default=4,
+                   help="batch of random inputs to compare")
+    p.add_argument("--atol", type=float_at_least(0), default=1e-5)
+    p.add_argument("--rtol", type=float_at_least(0), default=1e-4,
+                   help="relative to the output scale")
     p.set_defaults(handler=cmd_verify)
 
     for register in _extensions():
@@ -218,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except TflessError as exc:
-        print(f"tfless {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the error text holds
+        print(f"tfless {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

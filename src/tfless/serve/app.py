@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from ..errors import InputError, TflessError
 from . import kserve_v2, rest_v1
-from .errors import ServingError
+from .errors import ClientGone, ServingError
 from .http_body import error_response
 from .metrics import CONTENT_TYPE, ServingMetrics
 from .model_config import ModelSource, read_model_config_file, sources_from_path
@@ -63,6 +63,9 @@ def _guard(endpoint: Endpoint) -> Endpoint:
     async def guarded(request: Request) -> Response:
         try:
             return await endpoint(request)
+        except ClientGone as exc:  # nobody to answer; counted apart by RequestObserver
+            request.state.disconnected = True
+            return error_response(exc.http_status, exc.message)
         except ServingError as exc:
             return error_response(exc.http_status, exc.message)
         except InputError as exc:
@@ -120,6 +123,7 @@ def create_app(repository: Repository, options: ServeOptions,
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error, Exception: _unexpected})
     app.state.server = ServerState(repository, options, metrics)
+    metrics.known_model = lambda name: name in repository.model_names()
     app.add_middleware(RequestObserver, metrics=metrics, log_access=options.access_log)
     return app
 
@@ -153,7 +157,9 @@ class RequestObserver:
         finally:
             seconds = time.perf_counter() - start
             model, version, api = state.get("model", ""), state.get("version", ""), state.get("api")
-            if api:
+            if state.get("disconnected"):
+                self.metrics.disconnects.labels(api or "other").inc()
+            elif api:
                 self.metrics.observe_request(model, version, api, status, seconds)
             if self.log_access:
                 self._log(scope, status, sent, seconds, model, version, api)

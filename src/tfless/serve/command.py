@@ -41,8 +41,20 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
                    help="requests waiting per model version before answering 429")
     p.add_argument("--request-timeout", type=float, default=30.0,
                    help="seconds a request may take before a 504 (default 30)")
-    p.add_argument("--max-request-bytes", type=int, default=64 * 1024 * 1024,
+    defaults = ServeOptions()
+    p.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes,
                    help="largest request body, after gzip inflation (default 64 MiB)")
+    p.add_argument("--max-json-bytes", type=int, default=defaults.max_json_bytes,
+                   help="largest JSON request (REST v1 bodies, the JSON part of KServe V2 "
+                        "requests; parsing JSON takes ~30x its size in memory), default 16 MiB")
+    p.add_argument("--max-connections", type=int, default=defaults.max_connections,
+                   help="open connections; more are closed when accepted (default 1000)")
+    p.add_argument("--header-timeout", type=float, default=defaults.header_timeout,
+                   help="seconds for a request's headers to arrive (default 10)")
+    p.add_argument("--body-timeout", type=float, default=defaults.body_timeout,
+                   help="longest pause while a request body arrives, then 408 (default 30)")
+    p.add_argument("--keepalive-timeout", type=float, default=defaults.keepalive_timeout,
+                   help="seconds an idle keep-alive connection stays open (default 5)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
                    help="skip the warm-up prediction when a version loads")
     p.add_argument("--no-access-log", dest="access_log", action="store_false",
@@ -67,18 +79,24 @@ def server_options_from_args(args: argparse.Namespace, **fields: Any) -> ServeOp
     for flag in ("max_batch_size", "batch_timeout_micros", "port", "max_request_bytes"):
         if getattr(args, flag) < 0:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
-    for flag in ("num_batch_threads", "max_queue_size"):
+    for flag in ("num_batch_threads", "max_queue_size", "max_json_bytes", "max_connections"):
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    if args.request_timeout <= 0:
-        raise InputError("--request-timeout must be > 0")
+    for flag in ("request_timeout", "header_timeout", "body_timeout", "keepalive_timeout"):
+        value = getattr(args, flag)
+        if not value > 0 or value == float("inf"):  # also refuses nan
+            raise InputError(f"--{flag.replace('_', '-')} must be a number of seconds > 0, "
+                             f"got {value}")
     if args.port > 65535:
         raise InputError(f"--port must be at most 65535, got {args.port}")
     return ServeOptions(
         host=args.host, port=args.port, max_batch_size=args.max_batch_size,
         batch_timeout_micros=args.batch_timeout_micros, num_batch_threads=args.num_batch_threads,
         max_queue_size=args.max_queue_size, request_timeout=args.request_timeout,
-        max_request_bytes=args.max_request_bytes, warmup=args.warmup,
+        max_request_bytes=args.max_request_bytes, max_json_bytes=args.max_json_bytes,
+        max_connections=args.max_connections, header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout, keepalive_timeout=args.keepalive_timeout,
+        warmup=args.warmup,
         access_log=args.access_log, **fields)
 
 

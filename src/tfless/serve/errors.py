@@ -23,6 +23,13 @@ class ServingError(TflessError):
         self.http_status = http_status or HTTP_STATUS[code]
 
 
+class ClientGone(ServingError):
+    """The client closed the connection before its request was read: nothing to answer."""
+
+    def __init__(self) -> None:
+        super().__init__("CANCELLED", "the client disconnected before sending the whole request")
+
+
 def invalid(message: str) -> ServingError:
     return ServingError("INVALID_ARGUMENT", message)
 

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from .errors import ServingError, invalid, too_large
+from .errors import ClientGone, ServingError, invalid, too_large
 
 T = TypeVar("T")
 # Parsing or encoding more than this many bytes runs on a thread, so one large request does
@@ -35,21 +35,39 @@ def error_response(status: int, message: str) -> Response:
                     media_type="application/json")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, flag: str = "--max-request-bytes",
+                    idle_timeout: float | None = None) -> bytes:
+    """The whole body. A client that disconnects midway raises ClientGone (not an error of
+    the server); one that pauses more than idle_timeout seconds between two pieces gets a
+    408 (a stalled upload must not hold a connection and its buffers forever)."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit()):
         raise invalid(f"Content-Length must be a number of bytes, got {declared!r}")
+    if declared is not None and int(declared) > limit + DRAIN_LIMIT:
+        raise too_large(f"Request body of {declared} bytes is larger than the limit of {limit} "
+                        f"bytes ({flag})")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-        elif size > limit + DRAIN_LIMIT:
-            break
+    stream = request.stream()
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), idle_timeout)
+            except StopAsyncIteration:
+                break
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            elif size > limit + DRAIN_LIMIT:
+                break
+    except ClientDisconnect:
+        raise ClientGone() from None
+    except asyncio.TimeoutError:
+        raise ServingError("DEADLINE_EXCEEDED", f"the request body stalled: no data for "
+                           f"{idle_timeout:g} s (--body-timeout)", http_status=408) from None
     if size > limit:
         raise too_large(f"Request body of {size} bytes is larger than the limit of {limit} bytes "
-                        "(--max-request-bytes)")
+                        f"({flag})")
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding in ("", "identity"):

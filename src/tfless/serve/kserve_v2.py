@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from .. import __version__
 from ..graph import TensorSpec
-from .errors import invalid
+from .errors import invalid, too_large
 from .http_body import convert, read_body
 from .repository import Servable
 from .tensors import V2_TO_NUMPY, check_shape, dumps, dumps_arrays, loads, spec_dtype, to_array, v2_datatype
@@ -120,10 +120,17 @@ async def infer(request: Request) -> Response:
     server = request.app.state.server
     name, version = request.path_params["model"], _version(request)
     request.state.api, request.state.model = "infer", name
-    body = await read_body(request, server.options.max_request_bytes)
+    body = await read_body(request, server.options.max_request_bytes,
+                           idle_timeout=server.options.body_timeout)
+    header_length = request.headers.get("inference-header-content-length")
+    json_bytes = int(header_length) if header_length and header_length.strip().isdigit() \
+        else len(body)
+    if json_bytes > server.options.max_json_bytes:  # binary tensors may be larger, JSON not
+        raise too_large(f"The JSON part of the request ({json_bytes} bytes) is larger than the "
+                        f"limit of {server.options.max_json_bytes} bytes (--max-json-bytes); "
+                        "send large tensors in the binary extension")
     with server.repository.use(name, version) as servable:
         request.state.version = str(servable.version)
-        header_length = request.headers.get("inference-header-content-length")
         doc, arrays = await convert(len(body), parse_infer_request, body, header_length, servable)
         wanted = requested_outputs(doc, servable)
         timeout = server.options.request_timeout

@@ -207,9 +207,20 @@ class Repository:
     # ----- lifecycle -----------------------------------------------------------------
     def load_initial(self) -> None:
         """Load every model's wanted versions; fail if a model ends up with none serving."""
-        for entry in self._entries.values():
-            self.poll(entry.source.name)
+        # failures at startup are reported once, in the error below (a model with nothing to
+        # serve stops the command) or as one warning line each (other versions serve)
+        self._starting = True
+        try:
+            for entry in self._entries.values():
+                self.poll(entry.source.name)
+        finally:
+            self._starting = False
         missing = [e for e in self._entries.values() if not e.live]
+        for entry in self._entries.values():
+            for status in entry.statuses.values() if entry.live else ():
+                if status.error_message:
+                    log.warning("model '%s' version %d failed to load: %s", entry.source.name,
+                                status.version, status.error_message)
         if missing:
             details = "; ".join(
                 f"model '{e.source.name}' ({e.source.base_path}): " + (", ".join(
@@ -288,11 +299,14 @@ class Repository:
             servable = Servable(name, version, model, self.options, self.metrics)
         except Exception as exc:  # any failure must leave the serving versions untouched
             if not isinstance(exc, (TflessError, OSError)):
-                log.exception("model '%s' version %d: loader failed", name, version)
+                # a bug in a reader: one line like any bad model; the traceback for debugging
+                log.debug("model '%s' version %d: loader failed", name, version, exc_info=True)
             entry.failed[version] = signature
+            message = " ".join(f"{type(exc).__name__}: {exc}".split())
             entry.statuses[version] = VersionStatus(
-                version, "END", _load_error_code(exc), f"{type(exc).__name__}: {exc}")
-            log.error("model '%s' version %d failed to load: %s", name, version, exc)
+                version, "END", _load_error_code(exc), message)
+            if not getattr(self, "_starting", False):
+                log.error("model '%s' version %d failed to load: %s", name, version, message)
             return
         entry.failed.pop(version, None)
         entry.live = {**entry.live, version: servable}

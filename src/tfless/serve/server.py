@@ -7,6 +7,7 @@ in flight finish, then unloads the models and exits 0.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -19,6 +20,7 @@ import orjson
 import uvicorn
 from starlette.applications import Starlette
 from threadpoolctl import threadpool_limits
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors import Multiprocess
 
 from ..errors import InputError
@@ -54,12 +56,72 @@ def limit_blas_threads(options: ServeOptions) -> None:
     threadpool_limits(limits=max(1, cores // options.num_batch_threads), user_api="blas")
 
 
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with the limits bad clients need: at most
+    `max_connections` open connections (more are closed as they are accepted) and
+    `header_timeout` seconds for a request's headers to arrive, on a new connection and
+    after each response (uvicorn itself only times out idle keep-alive connections, so
+    1,000 connections that never sent a byte stayed open for good)."""
+
+    options = ServeOptions()  # replaced in each process before the server starts
+    metrics: ServingMetrics | None = None
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = None
+        if len(self.connections) > self.options.max_connections:
+            if self.metrics is not None:
+                self.metrics.connections_refused.inc()
+            transport.abort()
+            return
+        self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        if getattr(self, "_header_timer", None) is None:
+            self._header_timer = self.loop.call_later(self.options.header_timeout,
+                                                      self._headers_too_slow)
+
+    def _disarm_header_timer(self) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.cycle is None or self.cycle.response_complete:  # still waiting for headers
+            if self.metrics is not None:
+                self.metrics.connections_timed_out.inc()
+            self.transport.close()
+
+    def handle_events(self) -> None:
+        scope = self.scope
+        super().handle_events()
+        if self.scope is not scope:  # a request's headers arrived
+            self._disarm_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+
+def _guard_connections(options: ServeOptions, metrics: ServingMetrics) -> None:
+    GuardedH11Protocol.options = options
+    GuardedH11Protocol.metrics = metrics
+
+
 def app_from_environment() -> Starlette:
     """App factory for uvicorn worker processes: options come from the parent's environment."""
     options = ServeOptions.from_dict(orjson.loads(os.environ[OPTIONS_ENV]))
     configure_logging()
     limit_blas_threads(options)
     metrics = ServingMetrics()
+    _guard_connections(options, metrics)
     return create_app(load_repository(options, metrics), options, metrics)
 
 
@@ -71,8 +133,12 @@ def serve(options: ServeOptions, models: dict[str, Any] | None = None) -> int:
     limit_blas_threads(options)
     metrics = ServingMetrics()
     repository = load_repository(options, metrics, models)
+    _guard_connections(options, metrics)
     settings = dict(log_level="warning", access_log=False, lifespan="on", server_header=False,
-                    timeout_graceful_shutdown=int(options.request_timeout) + 5)
+                    timeout_graceful_shutdown=int(options.request_timeout) + 5,
+                    http=GuardedH11Protocol, timeout_keep_alive=options.keepalive_timeout,
+                    # a request is refused with 503 beyond this many in progress
+                    limit_concurrency=options.max_connections + 64)
     sock = listen_socket(options.host, options.port)
     port = sock.getsockname()[1]
     if options.workers > 1:

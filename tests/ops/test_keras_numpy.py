@@ -99,7 +99,50 @@ def _nn_group(o, x, p):
                               + 2 * o.eye(3))]
 
 
-GROUPS = {"unary": _unary_group, "binary": _binary_group, "reduce": _reduce_group,
+def _more_group(o, x, p):
+    sq = x[:, :3, :3] + 3 * o.eye(3)
+    spd = o.matmul(x[:, :3], o.transpose(x[:, :3], (0, 2, 1))) + 2 * o.eye(3)
+    seg = o.convert_to_tensor([0, 0, 1, 2])
+    n = o.where(x > 1.0, float("nan"), x)
+    i, j = o.cast(p * 10, "int32"), o.cast(x * 5 + 10, "int32")
+    return [o.nanargmax(n, axis=1), o.nanargmin(n, axis=2), o.nanstd(n, axis=1),
+            o.nanvar(n, axis=1), o.nanprod(n, axis=1), o.nanmin(n, axis=1),
+            o.nancumsum(n, axis=1), o.nancumprod(n, axis=2),
+            *o.hsplit(x, 2), *o.vsplit(x, 2), *o.dsplit(x, 3),
+            *o.meshgrid(x[0, 0], x[0, 1]), o.vander(x[0, 0], 3),
+            o.trapezoid(x, axis=1), o.correlate(x[0, 0], x[0, 1], mode="same"),
+            o.select([x > 0.5, x < -0.5], [x, x * 2.0], 7.0), *o.slogdet(sq),
+            o.full_like(x, 1.0) * o.linspace(0.0, 1.0, 3),
+            o.full_like(x, 1.0) * o.logspace(0.0, 1.0, 3),
+            o.full_like(x, 1.0) * o.geomspace(1.0, 4.0, 3),
+            o.isposinf(o.log(p) / 0.0), o.isneginf(o.log(p * 0.0)), o.isreal(x), o.imag(x),
+            o.conjugate(x), o.i0(x), o.diagflat(x[0, 0]),
+            o.fmod(x, p), o.gcd(i, j), o.lcm(i, j), o.bitwise_and(i, j), o.bitwise_or(i, j),
+            o.bitwise_xor(i, j), o.bitwise_invert(i), o.left_shift(i, j % 3),
+            o.right_shift(i, j % 3),
+            o.all(o.allclose(x, x)) & o.ones((2, 1), "bool"),
+            o.array(x, dtype="float16"), o.view(x, "int32"),
+            o.in_top_k(o.convert_to_tensor([0, 2]), o.reshape(x, (2, 12))[:, :3], 2),
+            o.segment_min(x[0], seg, num_segments=3), o.segment_prod(x[0], seg, num_segments=3),
+            o.linalg.pinv(sq), o.logdet(spd), o.linalg.solve_triangular(sq, x[:, :3, :2]),
+            o.linalg.solve_triangular(sq, x[:, :3, :2], lower=True),
+            o.linalg.cholesky_inverse(o.linalg.cholesky(spd)), o.linalg.matrix_rank(sq),
+            o.linalg.lstsq(sq[0], x[0, :3, :2]), o.cdist(x, p), o.erfinv(x * 0.45),
+            o.extract_sequences(x[:, 0], 2, 1),
+            o.scatter(o.convert_to_tensor([[0, 1], [1, 2], [0, 1]]), x[0, 0], (2, 3)),
+            o.scatter_update(x, o.convert_to_tensor([[0, 1, 2], [1, 0, 0]]), x[0, 0, :2]),
+            o.dot_product_attention(o.reshape(x, (2, 4, 1, 3)), o.reshape(p, (2, 4, 1, 3)),
+                                    o.reshape(x, (2, 4, 1, 3)), is_causal=True),
+            o.dot_product_attention(o.reshape(o.tile(x, (1, 1, 4)), (2, 4, 4, 3)),
+                                    o.reshape(o.tile(p, (1, 1, 2)), (2, 4, 2, 3)),
+                                    o.reshape(o.tile(x, (1, 1, 2)), (2, 4, 2, 3)),
+                                    scale=0.5, mask=o.reshape(x[:, :, :1] > 0, (2, 1, 1, 4))),
+            o.conv(x, o.ones((2, 3, 4)) * 0.3, strides=1, padding="same"),
+            o.depthwise_conv(x, o.ones((2, 3, 2)) * 0.3, padding="valid"),
+            o.separable_conv(x, o.ones((2, 3, 1)) * 0.3, o.ones((1, 3, 5)) * 0.2)]
+
+
+GROUPS = {"more": _more_group, "unary": _unary_group, "binary": _binary_group, "reduce": _reduce_group,
           "shape": _shape_group, "nn": _nn_group}
 
 

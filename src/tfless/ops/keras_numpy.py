@@ -1,5 +1,6 @@
-"""More keras.ops operation nodes: the numpy/math/nn/core/image/linalg calls users write
-in functional models (`keras.ops.argmax(x)`, `keras.ops.split(x, 2)`, ...).
+"""More keras.ops operation nodes: the keras.ops.numpy calls users write in functional
+models (`keras.ops.argmax(x)`, `keras.ops.split(x, 2)`, ...), and the node-building
+machinery (`make_op`) that `keras_nn` (nn/math/core/image/linalg calls) shares.
 
 Keras records such a call as an operation node: its constructor arguments (axis,
 keepdims, ...) sit in the node's config, the call's tensors and remaining arguments in
@@ -177,218 +178,6 @@ def _moveaxis(config: dict) -> Kernel:
     return lambda x: np.moveaxis(_array(x), src, dst)
 
 
-def _one_hot(config: dict) -> Kernel:
-    if config.get("sparse"):
-        raise UnsupportedLayer(f"layer '{config.get('name', '')}': sparse one_hot is not "
-                               "supported (dense outputs only)")
-    n, axis = int(config["num_classes"]), int(config.get("axis", -1))
-    dtype = np.dtype(F32) if config.get("dtype") is None else _dtype(config["dtype"])
-    multi = config.get("_multi", False)
-
-    def kernel(x: Any) -> np.ndarray:
-        idx = np.asarray(_array(x)).astype(np.int64)
-        hot = (idx[..., None] == np.arange(n)).astype(dtype)
-        if multi:  # multi_hot: Keras reduces over axis 1 (axis 0 for rank-1 input)
-            return np.max(hot, axis=1 if idx.ndim > 1 else 0)
-        return np.moveaxis(hot, -1, axis) if axis != -1 else hot
-
-    return kernel
-
-
-def _multi_hot(config: dict) -> Kernel:
-    return _one_hot({**config, "_multi": True})
-
-
-def _normalize(config: dict) -> Kernel:
-    axis, order = int(config.get("axis", -1)), config.get("order", 2)
-    epsilon = config.get("epsilon")
-
-    def kernel(x: Any) -> np.ndarray:
-        a = _float(x)
-        if order != 2:
-            norm = np.linalg.norm(a, ord=order, axis=axis, keepdims=True).astype(a.dtype)
-            return a / np.maximum(norm, a.dtype.type(epsilon or 1e-12)) if epsilon else a / norm
-        square = np.sum(a * a, axis=axis, keepdims=True)
-        eps = a.dtype.type(1e-12 if epsilon is None else epsilon)
-        return a / np.sqrt(np.maximum(square, eps * eps) if epsilon is None
-                           else np.maximum(square, eps))
-
-    return kernel
-
-
-def _moments(config: dict) -> Kernel:
-    axes, keepdims = _axis(config.get("axes")), bool(config.get("keepdims", False))
-
-    def kernel(x: Any) -> tuple[np.ndarray, np.ndarray]:
-        a = _float(x)
-        mean = np.mean(a, axis=axes, keepdims=True, dtype=a.dtype)
-        var = np.mean(np.square(a - mean), axis=axes, keepdims=keepdims, dtype=a.dtype)
-        return (mean if keepdims else np.squeeze(mean, axis=axes)), var
-
-    return kernel
-
-
-def _batch_norm(config: dict) -> Kernel:
-    axis, eps = int(config.get("axis", -1)), config.get("epsilon", 1e-3)
-
-    def kernel(x: Any, mean: Any, variance: Any, offset: Any = None, scale: Any = None
-               ) -> np.ndarray:
-        a = _float(x)
-        shape = [1] * a.ndim
-        shape[axis] = a.shape[axis]
-        inv = F32(1) / np.sqrt(np.reshape(_float(variance), shape) + F32(eps))
-        if scale is not None:
-            inv = inv * np.reshape(_float(scale), shape)
-        out = (a - np.reshape(_float(mean), shape)) * inv
-        return out + np.reshape(_float(offset), shape) if offset is not None else out
-
-    return kernel
-
-
-def _rms_norm(config: dict) -> Kernel:
-    axis, eps = _axis(config.get("axis", -1)), config.get("epsilon")
-
-    def kernel(x: Any, scale: Any = 1) -> np.ndarray:
-        a = _float(x)
-        e = a.dtype.type(EPSILON if eps is None else eps)
-        rrms = F32(1) / np.sqrt(np.mean(a * a, axis=axis, keepdims=True) + e)
-        return a * rrms * _float(scale)
-
-    return kernel
-
-
-def _layer_norm(config: dict) -> Kernel:
-    axis, eps = _axis(config.get("axis", -1)), config.get("epsilon")
-    if config.get("rms_scaling"):
-        raise UnsupportedLayer(f"layer '{config.get('name', '')}': layer_norm with "
-                               "rms_scaling=True is not supported; use keras.ops.rms_normalization")
-
-    def kernel(x: Any, gamma: Any = None, beta: Any = None) -> np.ndarray:
-        a = _float(x)
-        mean = np.mean(a, axis=axis, keepdims=True)
-        var = np.mean(np.square(a - mean), axis=axis, keepdims=True)
-        inv = F32(1) / np.sqrt(var + a.dtype.type(EPSILON if eps is None else eps))
-        if gamma is not None:
-            inv = inv * _float(gamma)
-        shift = -mean * inv
-        if beta is not None:
-            shift = shift + _float(beta)
-        return a * inv + shift
-
-    return kernel
-
-
-def _space_depth(to_space: bool) -> Maker:
-    def make(config: dict) -> Kernel:
-        b = int(config["block_size"])
-        first = config.get("data_format", "channels_last") == "channels_first"
-
-        def kernel(x: Any) -> np.ndarray:
-            a = _array(x)
-            if first:
-                a = np.transpose(a, (0, 2, 3, 1))
-            n, h, w, c = a.shape
-            if to_space:
-                y = a.reshape(n, h, w, b, b, c // (b * b)).transpose(0, 1, 3, 2, 4, 5)
-                y = y.reshape(n, h * b, w * b, c // (b * b))
-            else:
-                y = a.reshape(n, h // b, b, w // b, b, c).transpose(0, 1, 3, 2, 4, 5)
-                y = y.reshape(n, h // b, w // b, b * b * c)
-            return np.transpose(y, (0, 3, 1, 2)) if first else y
-
-        return kernel
-
-    return make
-
-
-def _top_k(config: dict) -> Kernel:
-    k = int(config.get("k", 1))
-
-    def kernel(x: Any) -> tuple[np.ndarray, np.ndarray]:
-        a = _array(x)
-        order = np.argsort(-a if a.dtype.kind != "b" else ~a, axis=-1, kind="stable")[..., :k]
-        return np.take_along_axis(a, order, axis=-1), order.astype(np.int32)
-
-    return kernel
-
-
-def _in_top_k(config: dict) -> Kernel:
-    k = int(config.get("k", 1))
-
-    def kernel(targets: Any, predictions: Any) -> np.ndarray:
-        p = _array(predictions)
-        t = np.asarray(_array(targets)).astype(np.int64)
-        target_value = np.take_along_axis(p, t[:, None], axis=1)
-        return np.sum(p > target_value, axis=1) < k
-
-    return kernel
-
-
-def _segment(fn: str) -> Maker:
-    def make(config: dict) -> Kernel:
-        n = config.get("num_segments")
-        if n is None:
-            raise UnsupportedLayer(f"layer '{config.get('name', '')}': segment reductions need "
-                                   "`num_segments` (the output length) in the call")
-
-        def kernel(data: Any, segment_ids: Any) -> np.ndarray:
-            d = _array(data)
-            ids = np.asarray(_array(segment_ids)).astype(np.int64)
-            hot = ids[None, :] == np.arange(int(n))[:, None]
-            hot = hot.reshape(hot.shape + (1,) * (d.ndim - 1))
-            if fn == "sum":
-                return np.sum(np.where(hot, d[None], d.dtype.type(0)), axis=1)
-            if fn == "prod":
-                return np.prod(np.where(hot, d[None], d.dtype.type(1)), axis=1)
-            fill = d.dtype.type(-np.inf if fn == "max" else np.inf) if d.dtype.kind == "f" else \
-                (np.iinfo(d.dtype).min if fn == "max" else np.iinfo(d.dtype).max)
-            reduce = np.max if fn == "max" else np.min
-            return reduce(np.where(hot, d[None], fill), axis=1)
-
-        return kernel
-
-    return make
-
-
-def _unstack(config: dict) -> Kernel:
-    axis = int(config.get("axis", 0))
-    return lambda x: tuple(np.moveaxis(_array(x), axis, 0))
-
-
-def _slice(config: dict) -> Kernel:
-    shape = [int(s) for s in config["shape"]]
-
-    def kernel(inputs: Any, start_indices: Any) -> np.ndarray:
-        a = _array(inputs)
-        starts = [int(s) for s in np.asarray(_array(start_indices)).reshape(-1)]
-        return a[tuple(slice(s, s + n) for s, n in zip(starts, shape))]
-
-    return kernel
-
-
-def _slice_update(config: dict) -> Kernel:
-    def kernel(inputs: Any, start_indices: Any, updates: Any) -> np.ndarray:
-        a, u = _array(inputs).copy(), _array(updates)
-        starts = [int(s) for s in np.asarray(_array(start_indices)).reshape(-1)]
-        a[tuple(slice(s, s + n) for s, n in zip(starts, u.shape))] = u
-        return a
-
-    return kernel
-
-
-def _saturate_cast(config: dict) -> Kernel:
-    dtype = _dtype(config.get("dtype"))
-
-    def kernel(x: Any) -> np.ndarray:
-        a = _array(x)
-        if dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            a = np.clip(a, info.min, info.max)
-        return a.astype(dtype)
-
-    return kernel
-
-
 def _erf(x: np.ndarray) -> np.ndarray:
     """erf in float64 from the Chebyshev fit of erfc published in Numerical Recipes
     (fractional error below 1.2e-7 everywhere, under float32's resolution); NumPy has no
@@ -404,122 +193,6 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 def _erfc(x: np.ndarray) -> np.ndarray:
     return 1.0 - _erf(x)
-
-
-def _resize_maker(config: dict) -> Kernel:
-    from .preprocessing import build_resizing  # the Resizing layer's kernels, one copy
-
-    size = config.get("size") or [None, None]
-    layer = build_resizing({**config, "height": size[0], "width": size[1]}, {})
-    return lambda images: layer(_array(images))
-
-
-def _rgb_to_grayscale(config: dict) -> Kernel:
-    first = config.get("data_format") == "channels_first"
-    weights = np.array([0.2989, 0.5870, 0.1140], dtype=F32)
-
-    def kernel(images: Any) -> np.ndarray:
-        a = _float(images)
-        axis = -3 if first else -1
-        gray = np.tensordot(np.moveaxis(a, axis, -1), weights, axes=([-1], [0]))
-        return np.expand_dims(gray.astype(a.dtype), axis)
-
-    return kernel
-
-
-def _image_box(crop: bool) -> Maker:
-    fields = ("top", "left", "bottom", "right")
-
-    def make(config: dict) -> Kernel:
-        kind = "cropping" if crop else "padding"
-        values = {f: config.get(f"{f}_{kind}") for f in fields}
-        target = config.get("target_height"), config.get("target_width")
-        first = config.get("data_format") == "channels_first"
-
-        def kernel(images: Any) -> np.ndarray:
-            a = _array(images)
-            h_ax, w_ax = (a.ndim - 2, a.ndim - 1) if first else (a.ndim - 3, a.ndim - 2)
-            h, w = a.shape[h_ax], a.shape[w_ax]
-            top, left = values["top"] or 0, values["left"] or 0
-            bottom, right = values["bottom"], values["right"]
-            if crop:
-                th = target[0] if target[0] is not None else h - top - (bottom or 0)
-                tw = target[1] if target[1] is not None else w - left - (right or 0)
-                if bottom is not None and target[0] is None:
-                    th = h - top - bottom
-                if values["top"] is None and bottom is not None and target[0] is not None:
-                    top = h - bottom - th
-                if values["left"] is None and right is not None and target[1] is not None:
-                    left = w - right - tw
-                key = [slice(None)] * a.ndim
-                key[h_ax], key[w_ax] = slice(top, top + th), slice(left, left + tw)
-                return a[tuple(key)]
-            th = target[0] if target[0] is not None else h + top + (bottom or 0)
-            tw = target[1] if target[1] is not None else w + left + (right or 0)
-            if values["top"] is None and bottom is not None:
-                top = th - h - bottom
-            if values["left"] is None and right is not None:
-                left = tw - w - right
-            width = [(0, 0)] * a.ndim
-            width[h_ax], width[w_ax] = (top, th - h - top), (left, tw - w - left)
-            return np.pad(a, width)
-
-        return kernel
-
-    return make
-
-
-def _pool(kind: str, adaptive: bool) -> Maker:
-    def make(config: dict) -> Kernel:
-        from . import pooling
-
-        first = config.get("data_format") == "channels_first"
-        if adaptive:
-            size = config.get("output_size")
-
-            def adaptive_kernel(inputs: Any) -> np.ndarray:
-                a = _float(inputs)
-                rank = a.ndim - 2
-                sizes = (size,) * rank if isinstance(size, int) else tuple(size)
-                for d, out in enumerate(sizes):
-                    a = pooling.adaptive_pool_axis(a, d + (2 if first else 1), out, kind)
-                return a
-
-            return adaptive_kernel
-        built: dict[int, Callable] = {}
-
-        def kernel(inputs: Any) -> np.ndarray:
-            a = _array(inputs)
-            rank = a.ndim - 2
-            if rank not in built:
-                pool = config.get("pool_size")
-                layer = {"pool_size": pool, "strides": config.get("strides") or pool,
-                         "padding": config.get("padding", "valid"),
-                         "data_format": config.get("data_format") or "channels_last",
-                         "name": config.get("name", "")}
-                built[rank] = pooling.make_pool(rank, kind)(layer, {})
-            return built[rank](a)
-
-        return kernel
-
-    return make
-
-
-def _linalg(fn: Callable[[np.ndarray], np.ndarray]) -> Maker:
-    return lambda config: (lambda x: fn(_float(x).astype(np.float64)).astype(F32))
-
-
-def _norm(config: dict) -> Kernel:
-    order, axis, keepdims = config.get("ord"), _axis(config.get("axis")), config.get("keepdims")
-
-    def kernel(x: Any) -> np.ndarray:
-        a = _float(x)
-        if axis is None and order is None:
-            return np.asarray(np.sqrt(np.sum(a * a)), a.dtype).reshape(
-                (1,) * a.ndim if keepdims else ())
-        return np.linalg.norm(a, ord=order, axis=axis, keepdims=bool(keepdims)).astype(a.dtype)
-
-    return kernel
 
 
 def _searchsorted(config: dict) -> Kernel:
@@ -553,12 +226,11 @@ def _average(config: dict) -> Kernel:
         _float(x), axis=axis, weights=None if weights is None else _float(weights))).astype(F32)
 
 
-def _quantile(percent: bool, nan: bool) -> Maker:
+def _quantile(percent: bool) -> Maker:
     def make(config: dict) -> Kernel:
         axis, keepdims = _axis(config.get("axis")), bool(config.get("keepdims", False))
         method = config.get("method", "linear")
-        fn = {(False, False): np.quantile, (True, False): np.percentile,
-              (False, True): np.nanquantile, (True, True): np.nanpercentile}[(percent, nan)]
+        fn = np.percentile if percent else np.quantile
         return lambda x, q: fn(_float(x), _array(q), axis=axis, keepdims=keepdims,
                                method=method).astype(F32)
 
@@ -592,6 +264,10 @@ def _diag_maker(fn: Callable[..., np.ndarray], *fields: str) -> Maker:
     return _with(fn, *fields)
 
 
+def _linalg(fn: Callable[[np.ndarray], np.ndarray]) -> Maker:
+    return lambda config: (lambda x: fn(_float(x).astype(np.float64)).astype(F32))
+
+
 NUMPY_OPS: dict[str, Maker] = {
     # elementwise float math
     **{name: _unary_float(fn) for name, fn in {
@@ -615,7 +291,13 @@ NUMPY_OPS: dict[str, Maker] = {
     "Size": _unary(lambda x: np.asarray(x.size, np.int32)),
     "Ravel": _unary(np.ravel),
     "Fliplr": _unary(np.fliplr), "Flipud": _unary(np.flipud),
-    "Corrcoef": _linalg(np.corrcoef),
+    "AllClose": lambda config: (lambda x1, x2: np.asarray(np.allclose(
+        *_pair(x1, x2), rtol=float(config.get("rtol", 1e-5)), atol=float(config.get("atol", 1e-8)),
+        equal_nan=bool(config.get("equal_nan", False))))),
+    "Array": lambda config: (lambda x: _array(x) if config.get("dtype") is None
+                             else _array(x).astype(_dtype(config["dtype"]))),
+    "View": lambda config: (lambda x: _array(x) if config.get("dtype") is None
+                            else np.ascontiguousarray(_array(x)).view(_dtype(config["dtype"]))),
     # binary
     "Arctan2": _binary(np.arctan2, floats=True), "Heaviside": _binary(np.heaviside),
     "Hypot": _binary(np.hypot, floats=True), "Logaddexp": _binary(np.logaddexp, floats=True),
@@ -641,7 +323,7 @@ NUMPY_OPS: dict[str, Maker] = {
     "Amax": _reduce(np.max), "Amin": _reduce(np.min),
     "Argmax": _arg_reduce(np.argmax), "Argmin": _arg_reduce(np.argmin),
     "Nanargmax": _arg_reduce(np.nanargmax), "Nanargmin": _arg_reduce(np.nanargmin),
-    "Median": _reduce(np.median, floats=True), "Nanmedian": _reduce(np.nanmedian, floats=True),
+    "Median": _reduce(np.median, floats=True),
     "Std": _reduce(np.std, floats=True), "Var": _reduce(np.var, floats=True),
     "Nanstd": _reduce(np.nanstd, floats=True), "Nanvar": _reduce(np.nanvar, floats=True),
     "Nanmean": _reduce(np.nanmean, floats=True), "Nansum": _reduce(np.nansum),
@@ -652,8 +334,7 @@ NUMPY_OPS: dict[str, Maker] = {
     "Cumsum": _cumulative(np.cumsum), "Cumprod": _cumulative(np.cumprod),
     "Nancumsum": _cumulative(np.nancumsum), "Nancumprod": _cumulative(np.nancumprod),
     "Average": _average,
-    "Quantile": _quantile(False, False), "Percentile": _quantile(True, False),
-    "Nanquantile": _quantile(False, True), "Nanpercentile": _quantile(True, True),
+    "Quantile": _quantile(False), "Percentile": _quantile(True),
     "Sort": _with(np.sort, "axis"),
     "Argsort": _with(lambda a, axis: np.argsort(a, axis=axis, kind="stable").astype(np.int32),
                      "axis"),
@@ -709,52 +390,25 @@ NUMPY_OPS: dict[str, Maker] = {
         _float(start), _float(stop), int(config.get("num", 50)),
         endpoint=bool(config.get("endpoint", True)), base=float(config.get("base", 10.0)),
         axis=int(config.get("axis", 0))).astype(F32)),
-    # nn
-    "OneHot": _one_hot, "MultiHot": _multi_hot, "Normalize": _normalize,
-    "Moments": _moments, "BatchNorm": _batch_norm, "RMSNorm": _rms_norm,
-    "LayerNorm": _layer_norm,
-    "DepthToSpace": _space_depth(True), "SpaceToDepth": _space_depth(False),
-    "MaxPool": _pool("max", False), "AveragePool": _pool("avg", False),
-    "AdaptiveMaxPool": _pool("max", True), "AdaptiveAveragePool": _pool("avg", True),
-    # math
-    "TopK": _top_k, "InTopK": _in_top_k,
-    "SegmentSum": _segment("sum"), "SegmentMax": _segment("max"),
-    "SegmentMin": _segment("min"), "SegmentProd": _segment("prod"),
-    # core
-    "Unstack": _unstack, "Slice": _slice, "SliceUpdate": _slice_update,
-    "SaturateCast": _saturate_cast,
-    # image
-    "Resize": _resize_maker, "RGBToGrayscale": _rgb_to_grayscale,
-    "PadImages": _image_box(False), "CropImages": _image_box(True),
-    # linalg
-    "Det": _linalg(np.linalg.det), "Inv": _linalg(np.linalg.inv),
-    "Pinv": lambda config: (lambda x: np.linalg.pinv(
-        _float(x).astype(np.float64), rcond=config.get("rcond", 1e-15)).astype(F32)),
-    "Cholesky": lambda config: (lambda x: (lambda L: np.swapaxes(L, -1, -2)
-                                           if config.get("upper") else L)(
-        np.linalg.cholesky(_float(x).astype(np.float64))).astype(F32)),
-    "Solve": lambda config: (lambda a, b: np.linalg.solve(
-        _float(a).astype(np.float64), _float(b).astype(np.float64)).astype(F32)),
-    "Norm": _norm,
-    "Logdet": _linalg(lambda x: np.linalg.slogdet(x)[1]),
 }
 
 MULTI_OUTPUT: dict[str, Callable[[dict], int]] = {
     "Split": _split_outputs, "ArraySplit": _split_outputs, "Hsplit": _split_outputs,
     "Vsplit": _split_outputs, "Dsplit": _split_outputs,
-    "Moments": lambda config: 2, "TopK": lambda config: 2, "Slogdet": lambda config: 2,
-    "Unstack": lambda config: _unstack_outputs(config),
+    "Slogdet": lambda config: 2, "Meshgrid": lambda config: _meshgrid_outputs(config),
+    "UnravelIndex": lambda config: len(config["shape"]),
 }
 
 
-def _unstack_outputs(config: dict) -> int:
-    if not config.get("num"):
-        raise UnsupportedLayer(f"layer '{config.get('name', '')}': unstack without `num` "
-                               "records no output count; call keras.ops.unstack(x, num=...)")
-    return int(config["num"])
+def _meshgrid_outputs(config: dict) -> int:
+    """One grid per input vector: the call's tensor arguments."""
+    args = config.get("call_args") or [None]
+    if len(args) == 1 and isinstance(args[0], list):
+        return len(args[0])
+    return len(args)
 
 
-def _make(op: str, make: Maker) -> Callable[[dict, dict], Callable]:
+def make_op(op: str, make: Maker) -> Callable[[dict, dict], Callable]:
     def build(config: dict, weights: dict) -> Callable[..., Any]:
         where = f"layer '{config.get('name', '')}' (keras.ops {op})"
         args, kwargs = _template(config)
@@ -782,4 +436,4 @@ def _make(op: str, make: Maker) -> Callable[[dict, dict], Callable]:
 
 
 for _op, _maker in NUMPY_OPS.items():
-    register(f"keras.ops.{_op}", num_outputs=MULTI_OUTPUT.get(_op))(_make(_op, _maker))
+    register(f"keras.ops.{_op}", num_outputs=MULTI_OUTPUT.get(_op))(make_op(_op, _maker))

@@ -88,6 +88,10 @@ REFUSALS: dict[str, str] = {
     "keras.ops.Digitize": GRAPH_MODE,
     "keras.ops.IsIn": GRAPH_MODE,
     "keras.ops.Kron": GRAPH_MODE,
+    "keras.ops.Corrcoef": GRAPH_MODE,
+    "keras.ops.Nanmedian": GRAPH_MODE,
+    "keras.ops.Nanquantile": GRAPH_MODE,
+    "keras.ops.Nanpercentile": GRAPH_MODE,
     # ----- keras.ops: undefined or random values ------------------------------------
     "keras.ops.EmptyLike": "its values are uninitialized memory, so no answer can match",
     "keras.ops.ElasticTransform": RANDOM,
@@ -98,6 +102,23 @@ REFUSALS: dict[str, str] = {
                       "another library's"),
     "keras.ops.Qr": "a QR factorization is unique only up to the signs of R's diagonal",
     "keras.ops.LuFactor": "its pivoting order is implementation-defined",
+    "keras.ops.SegmentReduction": BASE_CLASS,
+    "keras.ops.ConvTranspose": ("keras.ops.conv_transpose as a raw operation node is not "
+                                "implemented; use a Conv1DTranspose/Conv2DTranspose/"
+                                "Conv3DTranspose layer, which tfless runs"),
+    # ----- keras.ops: image filters and patch ops not implemented -----------------------
+    "keras.ops.Rearrange": ("einops-style rearrange patterns are not implemented; use "
+                            "keras.ops.reshape/transpose"),
+    "keras.ops.Fold": "patch folding (col2im) is not implemented; apply it outside the model",
+    "keras.ops.Unfold": "patch unfolding (im2col) is not implemented; apply it outside the model",
+    "keras.ops.ExtractPatches": ("patch extraction is not implemented; use a Conv layer or "
+                                 "apply it outside the model"),
+    "keras.ops.GaussianBlur": "image filtering is not implemented; apply it before the model",
+    "keras.ops.SobelEdges": "image filtering is not implemented; apply it before the model",
+    "keras.ops.RGBToHSV": ("color-space conversion is not implemented; convert before the "
+                           "model"),
+    "keras.ops.HSVToRGB": ("color-space conversion is not implemented; convert before the "
+                           "model"),
     # ----- keras.ops: geometric image warps -----------------------------------------
     "keras.ops.AffineTransform": ("image warps (affine/perspective/coordinate maps with "
                                   "fill modes) are not implemented"),

@@ -308,7 +308,8 @@ def test_without_keras_metadata_the_signature_graph_runs(copy: Path) -> None:
     x = rand(4, 6)
     want = tfless.load(copy).predict(x)
     (copy / "keras_metadata.pb").unlink()
-    got = tfless.load(copy).predict({"dense_input": x})  # the TF graph of serving_default
+    graph = tfless.load(copy)  # the TF graph of serving_default, inputs by signature key
+    got = graph.predict({graph.inputs[0].name: x})
     assert_close(list(got.values()), [want], "tf_keras savedmodel without keras_metadata.pb")
 
 

@@ -88,7 +88,7 @@ def _signature_def_json(sig: Any) -> dict[str, Any]:
 
     return {"inputs": {e.key: info(e.value) for e in sig.inputs},
             "outputs": {e.key: info(e.value) for e in sig.outputs},
-            "method_name": sig.method_name}
+            "method_name": sig.method_name, "defaults": {}}
 
 
 class _Variables:

@@ -87,8 +87,8 @@ def _quantized_model(mode: str, layer: str):
     return model
 
 
-@pytest.mark.parametrize("mode,layer", [("int8", "Dense"), ("int4", "Dense"), ("float8", "Dense"),
-                                        ("int8", "EinsumDense"), ("int8", "Embedding")])
+# Quantized Dense and Embedding layers run (tests/ops/test_quantized.py); EinsumDense does not.
+@pytest.mark.parametrize("mode,layer", [("int8", "EinsumDense"), ("int4", "EinsumDense")])
 def test_quantized_layers_are_refused_by_name(mode: str, layer: str, tmp_path: Path) -> None:
     path = tmp_path / "quantized.keras"
     _quantized_model(mode, layer).save(path)

@@ -40,13 +40,23 @@ def _conv_rank(cls: str) -> int | None:
     return None
 
 
+def _int4_packed(config: dict[str, Any], size: int | None) -> int | None:
+    """Keras 3 int4-quantized layers store two values per byte along the last axis."""
+    policy = config.get("dtype")
+    mode = (policy.get("config") or {}).get("mode") if isinstance(policy, dict) else policy
+    if size is None or not str(mode or "").startswith("int4"):
+        return size
+    return (size + 1) // 2
+
+
 def expected_shapes(cls: str, config: dict[str, Any]) -> dict[str, Shape]:
     """weight name -> shape the layer's config implies (only the names it fixes)."""
     units, filters = _int(config.get("units")), _int(config.get("filters"))
     if cls == "Dense":
-        return {"kernel": (None, units), "bias": (units,)}
+        return {"kernel": (None, _int4_packed(config, units)), "bias": (units,)}
     if cls == "Embedding":
-        return {"embeddings": (_int(config.get("input_dim")), _int(config.get("output_dim")))}
+        return {"embeddings": (_int(config.get("input_dim")),
+                               _int4_packed(config, _int(config.get("output_dim"))))}
     rank = _conv_rank(cls)
     if rank is None:
         return {}

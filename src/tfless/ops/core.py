@@ -8,6 +8,13 @@ import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from .activations import get_activation
+from .quantized import (
+    keras_quantization,
+    keras_quantized_kernel,
+    keras_quantized_table,
+    keras_weight_names,
+    round_to_bfloat16,
+)
 from .registry import register
 
 F32 = np.float32
@@ -59,23 +66,49 @@ def check_no_quantization(config: dict[str, Any]) -> None:
         )
 
 
-def _quantizable(names: Any) -> Any:
+def _runs_quantized(config: dict[str, Any], weight: str | None) -> bool:
+    """A layer quantized in a mode tfless computes (ops/quantized.py): int8/int4/float8
+    Dense, int8/int4 Embedding."""
+    q = keras_quantization(config) if weight else None
+    modes = ("int8", "int4", "float8") if weight == "kernel" else ("int8", "int4")
+    return q is not None and q["mode"] in modes
+
+
+def _check_float(config: dict[str, Any], weight: str | None) -> None:
+    """Refuse a quantized layer tfless does not compute; a float dtype policy is float."""
+    if weight is None or keras_quantization(config) is not None:
+        check_no_quantization(config)
+    elif "Quantized" in str((config.get("dtype") or {}).get("class_name", "")
+                            if isinstance(config.get("dtype"), dict) else ""):
+        check_no_quantization(config)
+
+
+def _quantizable(names: Any, weight: str | None = None) -> Any:
     """Weight names of a layer Keras 3 can quantize, checked for quantization first (a
     quantized layer stores other weights, and the count mismatch would hide the reason)."""
     def weight_names(config: dict[str, Any]) -> Any:
-        check_no_quantization(config)
-        return names(config) if callable(names) else names
+        plain = list(names(config) if callable(names) else names)
+        if _runs_quantized(config, weight):
+            return keras_weight_names(config, plain, str(weight))
+        _check_float(config, weight)
+        return plain
 
     return weight_names
 
 
-@register("Dense", weights=_quantizable(_bias_names), mask="keep")
+@register("Dense", weights=_quantizable(_bias_names, "kernel"), mask="keep")
 def build_dense(config: dict, weights: dict) -> Any:
-    check_no_quantization(config)
     name = config.get("name", "")
     kernel = weights["kernel"]
-    check_weight_rank(name, "kernel", kernel, 2)
     units = config.get("units")
+    product = None
+    if _runs_quantized(config, "kernel"):
+        mode, kernel, product = keras_quantized_kernel(config, weights, int(units or 0))
+        if mode == "float8" and weights.get("bias") is not None:
+            weights = {**weights, "bias": round_to_bfloat16(weights["bias"])}  # as Keras
+    else:
+        _check_float(config, "kernel")
+    check_weight_rank(name, "kernel", kernel, 2)
     if units is not None and kernel.shape[1] != int(units):
         raise ModelFormatError(
             f"layer '{name}': kernel has shape {kernel.shape} but units={units}"
@@ -88,7 +121,7 @@ def build_dense(config: dict, weights: dict) -> Any:
             raise InputError(
                 f"layer '{name}' expects last dimension {kernel.shape[0]}, got shape {x.shape}"
             )
-        y = x @ kernel
+        y = x @ kernel if product is None else product(x)
         if bias is not None:
             y += bias
         return act(y)
@@ -123,10 +156,14 @@ def _embedding_mask(config: dict, inputs: list, masks: list) -> list:
     return [None]
 
 
-@register("Embedding", weights=_quantizable(("embeddings",)), mask=_embedding_mask)
+@register("Embedding", weights=_quantizable(("embeddings",), "embeddings"),
+          mask=_embedding_mask)
 def build_embedding(config: dict, weights: dict) -> Any:
-    check_no_quantization(config)
-    table = weights["embeddings"]
+    if _runs_quantized(config, "embeddings"):
+        table = keras_quantized_table(config, weights)
+    else:
+        _check_float(config, "embeddings")
+        table = weights["embeddings"]
     name = config.get("name", "")
     check_weight_rank(name, "embeddings", table, 2)
     rows = table.shape[0]

@@ -198,3 +198,162 @@ def asymmetric_quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     q = np.clip(round_half_away(shifted).astype(np.int64), -128, 127)
     q[same] = 0
     return q, scale32, zero
+
+
+# ----- Keras 3 quantized layers (`model.quantize("int8" | "int4" | "float8")`) -----------------
+KERAS_MODES = ("int8", "int4", "float8")
+# Extra variables each mode saves after the float ones, in Keras's serialization order
+# (`variable_serialization_spec`); int4 zero points and group indexes only when grouped.
+KERAS_EXTRA_WEIGHTS = {
+    "int8": ("{w}_scale",),
+    "int4": ("{w}_scale",),
+    "int4_grouped": ("{w}_scale", "{w}_zero", "g_idx"),
+    "float8": ("inputs_scale", "inputs_amax_history", "{w}_scale", "{w}_amax_history",
+               "outputs_grad_scale", "outputs_grad_amax_history"),
+}
+
+
+def keras_quantization(config: dict) -> dict | None:
+    """What `model.quantize()` recorded in a layer config: mode, int4 block size, and the
+    input (activation) quantizer, or None for a float layer."""
+    policy = config.get("dtype")
+    mode = ""
+    if isinstance(policy, dict):
+        mode = str((policy.get("config") or {}).get("mode") or "")
+    elif isinstance(policy, str):
+        mode = policy.split("_from_")[0]
+    base, _, block = mode.partition("/")
+    qconfig = config.get("quantization_config")
+    inner = qconfig.get("config") or {} if isinstance(qconfig, dict) else {}
+    if not base:
+        # A float policy computes in float even where quantize() recorded a config (an
+        # Embedding skips float8 quantization).
+        return None
+    block_size = inner.get("block_size", int(block) if block.lstrip("-").isdigit() else None)
+    activation = inner.get("activation_quantizer", "default") if inner else "default"
+    return {"mode": base, "block_size": block_size, "activation": activation}
+
+
+def keras_weight_names(config: dict, float_names: list[str], weight: str) -> list[str]:
+    """The stored variable names of a quantized layer (`weight` = "kernel"/"embeddings")."""
+    q = keras_quantization(config)
+    assert q is not None
+    key = q["mode"]
+    if key == "int4" and q["block_size"] not in (None, -1):
+        key = "int4_grouped"
+    return [*float_names, *(n.format(w=weight) for n in KERAS_EXTRA_WEIGHTS[key])]
+
+
+def keras_abs_max_quantize(x: np.ndarray, value_range: tuple[int, int] = (-127, 127),
+                           epsilon: float = 1e-7) -> tuple[np.ndarray, np.ndarray]:
+    """Keras's AbsMaxQuantizer over the last axis: scale = hi / (max|x| + eps) in float32,
+    values round(x * scale) (half to even, as ops.round) clipped to the range."""
+    x = np.asarray(x, F32)
+    scale = (F32(value_range[1]) / (np.max(np.abs(x), axis=-1, keepdims=True) + F32(epsilon))
+             ).astype(F32)
+    q = np.clip(np.round(x * scale), value_range[0], value_range[1])
+    return q.astype(F32), scale
+
+
+def unpack_int4(packed: np.ndarray, length: int, axis: int = -1) -> np.ndarray:
+    """Keras's int4 packing: two signed nibbles per int8 byte along `axis`, the first
+    value in the low nibble; a padded odd length is cut back to `length`."""
+    b = np.asarray(packed).astype(np.int8)
+    low = ((b.astype(np.int16) << 12) >> 12).astype(np.int8)   # sign-extend the low nibble
+    high = (b >> 4).astype(np.int8)
+    pair = np.stack([low, high], axis=axis % b.ndim + 1)
+    shape = list(b.shape)
+    shape[axis % b.ndim] *= 2
+    out = pair.reshape(shape)
+    return np.take(out, np.arange(length), axis=axis)
+
+
+def round_to_float8_e4m3fn(x: np.ndarray) -> np.ndarray:
+    """Round float32 values (already within +-448) to float8 e4m3fn, ties to even:
+    3 mantissa bits, smallest normal exponent -6, subnormal step 2**-9."""
+    x = np.asarray(x, F32)
+    _, exponent = np.frexp(np.abs(x))
+    step = np.ldexp(F32(1), np.maximum(exponent - 1, -6) - 3).astype(F32)
+    q = np.round(np.abs(x) / step) * step
+    return np.copysign(np.minimum(q, F32(448)), x).astype(F32)
+
+
+def round_to_bfloat16(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 -> float32, round to nearest even (finite values)."""
+    bits = np.ascontiguousarray(x, F32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(F32)
+
+
+def _qdq_float8(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    s = np.asarray(scale, F32)
+    return (round_to_float8_e4m3fn(np.clip(np.asarray(x, F32) / s, -448, 448)) * s).astype(F32)
+
+
+def _grouped(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, g_idx: np.ndarray,
+             axis: int) -> np.ndarray:
+    groups = np.asarray(g_idx).astype(np.int64)
+    s = np.take(np.asarray(scale, F32), groups, axis=axis)
+    z = np.take(np.asarray(zero).astype(F32), groups, axis=axis)
+    return ((q.astype(F32) - z) * s).astype(F32)
+
+
+def keras_quantized_kernel(config: dict, weights: dict, units: int
+                           ) -> tuple[str, np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """A quantized Dense kernel as Keras 3 computes with it: (mode, kernel, product) where
+    product(x) = the layer's output before bias and activation."""
+    q = keras_quantization(config)
+    assert q is not None
+    mode, name = q["mode"], config.get("name", "")
+    kernel = np.asarray(weights["kernel"])
+    if mode == "float8":
+        w8 = _qdq_float8(kernel, weights["kernel_scale"])
+        in_scale = np.asarray(weights["inputs_scale"], F32)
+        return mode, w8, lambda x: (_qdq_float8(x, in_scale) @ w8).astype(F32)
+    if mode == "int4":
+        kernel = unpack_int4(kernel, units, axis=-1)
+    grouped = mode == "int4" and q["block_size"] not in (None, -1)
+    if grouped:
+        w = _grouped(kernel, weights["kernel_scale"], weights["kernel_zero"],
+                     weights["g_idx"], axis=0)
+        return mode, w, lambda x: (np.asarray(x, F32) @ w).astype(F32)
+    scale = np.asarray(weights["kernel_scale"], F32)
+    wf = kernel.astype(np.float64)
+    activation = q["activation"]
+    if mode == "int8" and activation == "default":
+        activation = {"config": {}}
+    if activation in (None, "default"):
+        wk = kernel.astype(F32)
+        return mode, wk, lambda x: ((np.asarray(x, F32) @ wk) / scale).astype(F32)
+    acfg = activation.get("config") or {}
+    value_range = tuple(int(v) for v in acfg.get("value_range", (-127, 127)))
+    epsilon = float(acfg.get("epsilon", 1e-7))
+    if activation.get("class_name", "AbsMaxQuantizer") != "AbsMaxQuantizer":
+        from ..errors import UnsupportedLayer
+
+        raise UnsupportedLayer(f"layer '{name}': activation quantizer "
+                               f"{activation.get('class_name')} is not supported; supported: "
+                               "AbsMaxQuantizer")
+
+    def product(x: np.ndarray) -> np.ndarray:
+        xq, xs = keras_abs_max_quantize(x, value_range, epsilon)
+        # Integer products summed exactly (float64 is exact here), then one float32 divide.
+        acc = (xq.astype(np.float64) @ wf).astype(F32)
+        return (acc / (scale * xs)).astype(F32)
+
+    return mode, kernel, product
+
+
+def keras_quantized_table(config: dict, weights: dict) -> np.ndarray:
+    """A quantized Embedding table dequantized as Keras's int8/int4 lookups compute it."""
+    q = keras_quantization(config)
+    assert q is not None
+    table = np.asarray(weights["embeddings"])
+    dim = int(config.get("output_dim") or table.shape[1])
+    if q["mode"] == "int4":
+        table = unpack_int4(table, dim, axis=-1)
+        if q["block_size"] not in (None, -1):
+            return _grouped(table, weights["embeddings_scale"], weights["embeddings_zero"],
+                            weights["g_idx"], axis=-1)
+    scale = np.asarray(weights["embeddings_scale"], F32)
+    return (table.astype(F32) / scale[:, None]).astype(F32)

@@ -7,6 +7,7 @@ abs + 1e-4 rel). Errors are checked for naming the node/op/signature and what wo
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -374,3 +375,13 @@ def test_graph_model_runs_without_tensorflow(exports: dict, tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
     assert_close([np.load(tmp_path / "y.npy")], [want], "lstm export without TF")
+
+
+def test_docs_list_only_registered_tf_ops() -> None:
+    from tfless.ops import REGISTRY
+
+    text = (Path(__file__).parents[2] / "docs" / "formats.md").read_text()
+    section = text.split("<!-- tf-ops:start -->")[1].split("<!-- tf-ops:end -->")[0]
+    listed = re.findall(r"`(\w+)`", section)
+    assert {"While", "TensorListSetItem", "MatMul", "Conv2D"} <= set(listed)
+    assert [op for op in listed if f"tf.{op}" not in REGISTRY] == []

@@ -202,6 +202,13 @@ class Model:
             return _nest(structure, outs)
         return outs[0] if len(outs) == 1 else outs
 
+    def save_keras(self, path: str | Path) -> Any:
+        """Write this model (read from a Keras format) as a Keras 3 `.keras` file; returns
+        the report of what was translated (see tfless.export.keras)."""
+        from .export.keras import save_keras
+
+        return save_keras(self, path)
+
     def __call__(self, x: Any) -> Any:
         return self.predict(x)
 

@@ -66,6 +66,19 @@ register_format(ExportFormat("docker", "Dockerfile + models/<name>/1/ (a directo
                              _docker.add_cli_arguments, _docker.run_cli))
 
 
+# ----- keras ---------------------------------------------------------------------------
+def _keras_run(args: argparse.Namespace) -> int:
+    from ..cli import _load
+    from .keras import save_keras
+
+    print(save_keras(_load(args), args.output or _default_output(args.model, ".keras")))
+    return 0
+
+
+register_format(ExportFormat("keras", "Keras 3 .keras file (upgrades Keras 1/2 and tf_keras "
+                             "files)", lambda p: None, _keras_run))
+
+
 # ----- the CLI -------------------------------------------------------------------------
 def _default_output(model: str, suffix: str) -> str:
     from pathlib import Path

@@ -200,6 +200,14 @@ def translate_layer(cls: str, config: dict[str, Any], weights: dict[str, np.ndar
         if cls in RNN_CELL:
             arrays = _rnn(cls, cfg, arrays, label, notes)
         paths = [(f"{RNN_CELL.get(cls, '')}vars/{i}", a) for i, a in enumerate(arrays)]
+        if cls == "BatchNormalization" and isinstance(cfg.get("axis"), list):
+            # tf_keras stores the axis as a list; Keras 3 takes one int
+            if len(cfg["axis"]) != 1:
+                raise UnsupportedLayer(
+                    f"layer '{label}' (BatchNormalization) normalizes over axes {cfg['axis']}; "
+                    "Keras 3's BatchNormalization takes a single axis"
+                )
+            cfg["axis"] = int(cfg["axis"][0])
         if cls == "LeakyReLU" and "alpha" in config and "negative_slope" not in cfg:
             cfg["negative_slope"] = config["alpha"]
         after = _hard_sigmoid(cls, cfg, label, notes, wrapped)

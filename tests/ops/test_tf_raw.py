@@ -589,3 +589,13 @@ def test_unsupported_attrs_are_refused_with_the_node_and_attr(op: str, attrs: di
     with pytest.raises(UnsupportedLayer) as info:
         get_op(f"tf.{op}").build(config, {})
     assert config["_node"] in str(info.value) and field in str(info.value)
+
+
+def test_docs_list_the_registered_ops() -> None:
+    from pathlib import Path
+
+    from tfless.ops.tf import op_list_markdown
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "formats.md").read_text()
+    block = text.split("<!-- tf-ops:start -->\n", 1)[1].split("\n<!-- tf-ops:end -->", 1)[0]
+    assert block == op_list_markdown(), "regenerate with: python -m tfless.ops.tf"

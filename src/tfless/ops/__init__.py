@@ -11,6 +11,7 @@ from . import (  # noqa: F401
     categorical,
     convolutional,
     core,
+    extra_layers,
     keras_nn,
     keras_numpy,
     merging,

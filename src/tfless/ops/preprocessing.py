@@ -310,3 +310,41 @@ def build_random_crop(config: dict, weights: dict) -> Any:
         return _from_nhwc(smart_resize(images, height, width), single, channels_first)
 
     return run
+
+
+# MaxNumBoundingBoxes only touches bounding boxes; images pass unchanged.
+register("MaxNumBoundingBoxes", mask="keep", noop=True)(
+    lambda config, weights: (lambda x: x))
+
+
+def _value_range(config: dict[str, Any]) -> tuple[np.float32, np.float32]:
+    low, high = config.get("value_range", (0, 255))
+    return F32(low), F32(high)
+
+
+@register("AutoContrast")
+def build_auto_contrast(config: dict, weights: dict) -> Any:
+    """Stretch each image's per-channel range to the full value range (min/max over axes 1
+    and 2, as Keras reduces them, also for channels_first); NaN results keep the input."""
+    low, high = _value_range(config)
+    to_255 = (low, high) != (F32(0), F32(255))
+
+    def run(x: np.ndarray) -> np.ndarray:
+        original = np.asarray(x)
+        images = _float_input(original)
+        single = images.ndim == 3
+        if single:
+            images = images[None]
+        if to_255:
+            images = (images - low) / (high - low) * F32(255)
+        lo = np.min(images, axis=(1, 2), keepdims=True)
+        hi = np.max(images, axis=(1, 2), keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = F32(255) / (hi - lo)
+            out = np.clip(images * scale + (-lo * scale), F32(0), F32(255))
+        if to_255:
+            out = out / F32(255) * (high - low) + low
+        out = out[0] if single else out
+        return np.where(np.isnan(out), _float_input(original), out)
+
+    return run

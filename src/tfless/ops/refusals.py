@@ -42,6 +42,14 @@ REFUSALS: dict[str, str] = {
     "GRUCell": CELL,
     "LSTMCell": CELL,
     "StackedRNNCells": CELL,
+    "PreprocessingLayer": BASE_CLASS,
+    "DynamicEmbedding": ("its vocabulary changes while training (a dynamic lookup table "
+                         "updated by callbacks), which a saved file does not pin down"),
+    "DynamicLookup": ("its vocabulary changes while training (a dynamic lookup table "
+                      "updated by callbacks), which a saved file does not pin down"),
+    "SpectralNormalization": ("wrappers other than TimeDistributed/Bidirectional are not "
+                              "implemented; at inference it equals its wrapped layer with the "
+                              "stored kernel, so save the wrapped layer instead"),
     "Pipeline": ("a preprocessing Pipeline applies its layers outside the model graph (tf.data "
                  "style); build the model from the layers themselves"),
     "DenseFeatures": ("it reads tf.feature_column definitions (Python objects pickled into the "
@@ -49,6 +57,8 @@ REFUSALS: dict[str, str] = {
     "ContrastLimitedAdaptiveHistogramEqualization": (
         "CLAHE's per-tile histogram clipping and bilinear tile blending are not implemented; "
         "apply it to the images before calling the model"),
+    "Equalization": ("Keras cannot record it in a model: its symbolic output is its own input, "
+                     "which Keras reports as a cycle (it only equalizes when training anyway)"),
     "MelSpectrogram": ("audio front ends (STFT, mel filter bank) are not implemented; compute "
                        "the spectrogram before calling the model"),
     "STFTSpectrogram": ("audio front ends (STFT, mel filter bank) are not implemented; compute "

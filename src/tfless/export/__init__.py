@@ -41,6 +41,12 @@ def _onnx_arguments(p: argparse.ArgumentParser) -> None:
                    help="'dynamic' (default) or a fixed batch size")
     g.add_argument("--float16", action="store_true",
                    help="store weights as float16; reports size reduction and accuracy cost")
+    g.add_argument("--quantize", choices=["int8"], default=None,
+                   help="store MatMul/Gemm/Conv weights as per-channel int8 (weight-only QDQ); "
+                        "reports size and accuracy change")
+    g.add_argument("--calibration", default=None, metavar="X.npy",
+                   help="sample inputs (.npy/.npz/.json, as for predict) for the --quantize "
+                        "accuracy report (default: the embedded test vector)")
 
 
 def _onnx_run(args: argparse.Namespace) -> int:
@@ -48,8 +54,15 @@ def _onnx_run(args: argparse.Namespace) -> int:
     from .onnx import DEFAULT_OPSET
 
     out = args.output or _default_output(args.model, ".onnx")
-    report = export_onnx(_load(args), out, opset=args.opset or DEFAULT_OPSET,
-                         batch=args.batch, float16=args.float16)
+    model = _load(args)
+    samples = None
+    if getattr(args, "calibration", None):
+        from ..cli import read_inputs
+
+        samples = read_inputs(args.calibration, model)
+    report = export_onnx(model, out, opset=args.opset or DEFAULT_OPSET,
+                         batch=args.batch, float16=args.float16,
+                         quantize=getattr(args, "quantize", None), calibration=samples)
     print(report)
     return 0
 

@@ -522,6 +522,7 @@ class ExportReport:
     weight_bytes_float16: int = 0
     checked: str = ""
     comparisons: list[Comparison] = field(default_factory=list)
+    quantized: Any = None  # an onnx_quantize.QuantizationReport for --quantize
 
     @property
     def max_abs_error(self) -> float:
@@ -540,8 +541,11 @@ class ExportReport:
             lines.append(f"float16 weights ({self.weights_converted} tensors): "
                          f"{_size(self.weight_bytes_float32)} -> "
                          f"{_size(self.weight_bytes_float16)} ({saved:.0%} smaller)")
+        if self.quantized is not None:
+            lines.append(str(self.quantized))
         if self.comparisons:
-            what = "accuracy cost" if self.float16 else "matches the NumPy runtime"
+            what = "accuracy cost" if self.float16 or self.quantized else \
+                "matches the NumPy runtime"
             lines.append(f"{what} on the test vector ({self.checked}): max abs error "
                          f"{self.max_abs_error:.3g}, max rel error {self.max_rel_error:.3g}")
         elif self.checked:
@@ -569,8 +573,11 @@ def _as_model(model: Any) -> Any:
 
 def build_onnx(model: Any, opset: int = DEFAULT_OPSET, batch: int | None = None,
                float16: bool = False, test_input: Any = None,
-               check_runtime: bool = True) -> tuple[Any, ExportReport]:
-    """The checked ONNX ModelProto of a tfless Model plus a report (path left empty)."""
+               check_runtime: bool = True, quantize: str | None = None,
+               samples: Any = None) -> tuple[Any, ExportReport]:
+    """The checked ONNX ModelProto of a tfless Model plus a report (path left empty).
+    quantize="int8": int8 weights (export/onnx_quantize.py); `samples` (default: the test
+    vector) measure the accuracy change."""
     onnx = require_onnx()
     model = _as_model(model)
     graph = model.graph
@@ -593,13 +600,26 @@ def build_onnx(model: Any, opset: int = DEFAULT_OPSET, batch: int | None = None,
     if float16:
         (report.weights_converted, report.weight_bytes_float32,
          report.weight_bytes_float16) = weights_to_float16(proto, weight_names)
+    if quantize:
+        from .onnx_quantize import quantize_weights
+
+        if float16:
+            raise InputError("--float16 and --quantize cannot be combined")
+        report.quantized = quantize_weights(proto, weight_names, quantize)
+    lossy = float16 or bool(quantize)
     atol, rtol = ATOL, RTOL
-    if check_runtime or float16:
-        session = _session_or_note(proto, report, float16)
+    if check_runtime or lossy:
+        session = _session_or_note(proto, report, lossy)
         if session is not None:
             got = ort_run(session, inputs)
             report.checked = "onnxruntime"
-            if float16:
+            if quantize:
+                from .onnx_quantize import measure
+
+                sample = inputs if samples is None else model._arrange(samples)
+                measure(report.quantized, ort_run(session, sample),
+                        [np.asarray(y) for y in plan.run(sample)], graph.output_names)
+            if lossy:
                 report.comparisons = compare(got, expected, graph.output_names, np.inf, 0)
                 # verify later accepts what float16 weights cost here, with headroom
                 atol = max(ATOL, 2.0 * report.max_abs_error)
@@ -616,6 +636,7 @@ def build_onnx(model: Any, opset: int = DEFAULT_OPSET, batch: int | None = None,
         "keras_version": str(meta.get("keras_version", "")),
         "tfless_version": tfless_version(),
         "float16_weights": "1" if float16 else "0",
+        "quantized_weights": quantize or "",
     }
     onnx.helper.set_model_props(proto, {
         **{META_PREFIX + k: v for k, v in props.items()},
@@ -653,14 +674,18 @@ def _session_or_note(proto: Any, report: ExportReport, needed: bool) -> Any:
 
 def export_onnx(model: Any, path: str | Path, *, opset: int = DEFAULT_OPSET,
                 batch: int | str | None = None, float16: bool = False,
-                test_input: Any = None) -> ExportReport:
+                test_input: Any = None, quantize: str | None = None,
+                calibration: Any = None) -> ExportReport:
     """Write `model` (a tfless.Model or a model path) to `path` as ONNX.
 
     batch: None or "dynamic" (default) for a free batch axis, or a fixed positive size.
     float16: store weights as float16 (with casts); the report gives the size reduction
-    and the accuracy cost on the embedded test vector."""
+    and the accuracy cost on the embedded test vector.
+    quantize: "int8" stores MatMul/Gemm/Conv weights as per-channel int8 (weight-only QDQ);
+    calibration: sample inputs on which the report measures the accuracy change."""
     onnx = require_onnx()
-    proto, report = build_onnx(model, opset, parse_batch(batch), float16, test_input)
+    proto, report = build_onnx(model, opset, parse_batch(batch), float16, test_input,
+                               quantize=quantize, samples=calibration)
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     try:

@@ -385,3 +385,64 @@ def test_docs_list_only_registered_tf_ops() -> None:
     listed = re.findall(r"`(\w+)`", section)
     assert {"While", "TensorListSetItem", "MatMul", "Conv2D"} <= set(listed)
     assert [op for op in listed if f"tf.{op}" not in REGISTRY] == []
+
+
+# ----- hostile GraphDefs ---------------------------------------------------------------------
+def _graphdef(path: Path, nodes: list[dict[str, Any]]) -> Path:
+    from tensorflow.core.framework import graph_pb2, tensor_pb2, types_pb2
+
+    graph = graph_pb2.GraphDef()
+    for spec in nodes:
+        node = graph.node.add(name=spec["name"], op=spec["op"])
+        node.input.extend(spec.get("inputs", []))
+        if spec["op"] == "Placeholder":
+            node.attr["dtype"].type = types_pb2.DT_FLOAT
+            node.attr["shape"].shape.dim.add(size=-1)
+            node.attr["shape"].shape.dim.add(size=3)
+        else:
+            node.attr["T"].type = types_pb2.DT_FLOAT
+        if "const" in spec:
+            shape, values = spec["const"]
+            tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=values)
+            for d in shape:
+                tensor.tensor_shape.dim.add(size=d)
+            node.attr["value"].tensor.CopyFrom(tensor)
+            node.attr["dtype"].type = types_pb2.DT_FLOAT
+    path.write_bytes(graph.SerializeToString())
+    return path
+
+
+def test_graphdef_runs_and_hostile_graphdefs_fail_cleanly(tmp_path: Path) -> None:
+    ok = _graphdef(tmp_path / "ok.pb", [
+        {"name": "x", "op": "Placeholder"},
+        {"name": "two", "op": "Const", "const": ([3], [2.0])},  # short form: repeated value
+        {"name": "y", "op": "Mul", "inputs": ["x", "two"]},
+    ])
+    np.testing.assert_array_equal(tfless.load(ok).predict(np.ones((2, 3), np.float32)),
+                                  np.full((2, 3), 2.0, np.float32))
+    huge = _graphdef(tmp_path / "huge.pb", [
+        {"name": "x", "op": "Placeholder"},
+        {"name": "c", "op": "Const", "const": ([100_000, 100_000, 100], [1.0])},
+        {"name": "y", "op": "Mul", "inputs": ["x", "c"]},
+    ])
+    with pytest.raises(tfless.UnsafeModelError, match="GiB"):
+        tfless.load(huge)
+    cycle = _graphdef(tmp_path / "cycle.pb", [
+        {"name": "x", "op": "Placeholder"},
+        {"name": "a", "op": "AddV2", "inputs": ["x", "b"]},
+        {"name": "b", "op": "AddV2", "inputs": ["x", "a"]},
+    ])
+    with pytest.raises(tfless.ModelFormatError, match="cycle through node"):
+        tfless.load(cycle, outputs=["a"])
+    reads = _graphdef(tmp_path / "reads.pb", [
+        {"name": "x", "op": "Placeholder"},
+        {"name": "f", "op": "ReadFile", "inputs": ["x"]},
+    ])
+    with pytest.raises(tfless.UnsafeModelError, match="node 'f' is a 'ReadFile' op"):
+        tfless.load(reads)
+    dangling = _graphdef(tmp_path / "dangling.pb", [
+        {"name": "x", "op": "Placeholder"},
+        {"name": "y", "op": "Relu", "inputs": ["ghost:0"]},
+    ])
+    with pytest.raises(tfless.ModelFormatError, match="node 'y' reads 'ghost:0', which no node"):
+        tfless.load(dangling, inputs=["x"])

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ModelFormatError
 
-MODEL_SUFFIXES = (".keras", ".h5", ".hdf5", ".tflite")
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5", ".tflite", ".pb")  # .pb: frozen GraphDef
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 

@@ -33,6 +33,8 @@ class SubGraph:
         self.input_ids = [spec.name for spec in graph.inputs]
         self.output_ids = list(graph.output_ids)
         self.steps: list[tuple[Compute, list[str], list[str], str]] = []
+        # constants are computed once here, not once per loop iteration
+        self.constants: dict[str, Any] = {}
         for node in graph.nodes:
             spec = get_op(node.op, node.name)
             try:
@@ -40,10 +42,14 @@ class SubGraph:
             except (KeyError, ValueError, TypeError, IndexError) as exc:
                 raise TflessError(f"{where}: node '{node.name}' ({node.op}) in its sub-graph "
                                   f"cannot be built: {type(exc).__name__}: {exc}") from exc
-            self.steps.append((run, node.inputs, node.outputs, node.name))
+            if node.op == "tf.Const" and len(node.outputs) == 1:
+                self.constants[node.outputs[0]] = run()
+            else:
+                self.steps.append((run, node.inputs, node.outputs, node.name))
 
     def __call__(self, *args: Any) -> list[Any]:
-        values: dict[str, Any] = dict(zip(self.input_ids, args))
+        values: dict[str, Any] = dict(self.constants)
+        values.update(zip(self.input_ids, args))
         for run, inputs, outputs, _ in self.steps:
             out = run(*[values[t] for t in inputs])
             outs = out if isinstance(out, tuple) else (out,)

@@ -237,11 +237,6 @@ def _quantile(percent: bool) -> Maker:
     return make
 
 
-def _argpartition(config: dict) -> Kernel:
-    raise UnsupportedLayer(f"layer '{config.get('name', '')}': argpartition's order within "
-                           "each side of the pivot is implementation-defined, so results "
-                           "cannot match; use keras.ops.argsort or top_k")
-
 
 def _rot90(config: dict) -> Kernel:
     k, axes = int(config.get("k", 1)), tuple(config.get("axes", (0, 1)))
@@ -338,7 +333,6 @@ NUMPY_OPS: dict[str, Maker] = {
     "Sort": _with(np.sort, "axis"),
     "Argsort": _with(lambda a, axis: np.argsort(a, axis=axis, kind="stable").astype(np.int32),
                      "axis"),
-    "Argpartition": _argpartition,
     # shapes and indexing
     "Flip": _with(np.flip, "axis"), "Roll": _with(np.roll, "shift", "axis"),
     "Repeat": _with(np.repeat, "repeats", "axis"), "Tile": _with(np.tile, "repeats", repeats="reps"),

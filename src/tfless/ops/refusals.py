@@ -112,6 +112,8 @@ REFUSALS: dict[str, str] = {
                       "another library's"),
     "keras.ops.Qr": "a QR factorization is unique only up to the signs of R's diagonal",
     "keras.ops.LuFactor": "its pivoting order is implementation-defined",
+    "keras.ops.Argpartition": ("the order within each side of the pivot is implementation-"
+                               "defined, so results cannot match; use argsort or top_k"),
     "keras.ops.SegmentReduction": BASE_CLASS,
     "keras.ops.ConvTranspose": ("keras.ops.conv_transpose as a raw operation node is not "
                                 "implemented; use a Conv1DTranspose/Conv2DTranspose/"

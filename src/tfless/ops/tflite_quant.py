@@ -234,6 +234,31 @@ def fully_connected(op: QuantOp) -> Compute:
     return compute
 
 
+@quant_op("BATCH_MATMUL")
+def batch_matmul(op: QuantOp) -> Compute:
+    """int8 x int8 batched products (attention scores): exact integer sums with both zero
+    points removed, one requantization to the output."""
+    adj_x = bool(op.options.get("adj_x", False))
+    adj_y = bool(op.options.get("adj_y", False))
+    if op.is_hybrid():
+        raise op.refuse("hybrid (float x int8) BATCH_MATMUL", op.q(1))
+    s1, z1, dtype = op.activation_q(0)
+    s2, z2, _ = op.activation_q(1)
+    so, zo, out_dtype = op.output_q()
+    lo, hi = int_range(out_dtype)
+    m, sh = quantize_multiplier(F64(s1) * F64(s2) / F64(so))
+
+    def compute(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        a = np.asarray(x).astype(F64) - z1
+        b = np.asarray(y).astype(F64) - z2
+        acc = np.matmul(np.swapaxes(a, -1, -2) if adj_x else a,
+                        np.swapaxes(b, -1, -2) if adj_y else b).astype(np.int64)
+        out = multiply_by_quantized_multiplier(acc, m, sh, SINGLE_ROUNDING) + zo
+        return np.clip(out, lo, hi).astype(out_dtype)
+
+    return compute
+
+
 # ----- convolutions ----------------------------------------------------------------------
 def _centered_padded(op: QuantOp, x: np.ndarray, geo: Any, zero: np.ndarray | int
                      ) -> tuple[np.ndarray, tuple[int, ...]]:

@@ -4,6 +4,8 @@ error responses in the one shape both protocols use: {"error": "..."}."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,6 +23,29 @@ OFFLOAD_BYTES = 256 * 1024
 # An oversized body is still read (and dropped) up to this much more, so the client gets the
 # 413 instead of a reset connection; past it the connection is closed.
 DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+# After a request of this size the allocator is asked to give freed memory back to the OS
+TRIM_BYTES = 1024 * 1024
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+MALLOC_TRIM = _malloc_trim()
+
+
+async def release_memory(size: int) -> None:
+    """Return freed memory to the OS after a large request. A parsed JSON body is millions
+    of small Python objects; glibc keeps the pages they occupied after they are freed (a
+    6.5 MB request left the server 90 MB larger), so the heap is trimmed (glibc only)."""
+    if size >= TRIM_BYTES and MALLOC_TRIM is not None:
+        await asyncio.to_thread(MALLOC_TRIM, 0)
 
 
 async def convert(size: int, fn: Callable[..., T], *args: Any) -> T:

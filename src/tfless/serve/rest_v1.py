@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from ..graph import TensorSpec
 from .errors import ServingError, invalid
-from .http_body import convert, read_body
+from .http_body import convert, read_body, release_memory
 from .repository import Servable
 from .tensors import (
     check_shape,
@@ -90,10 +90,12 @@ async def _predict_like(request: Request, server: Any, name: str, version: int |
         if verb != "predict":
             return _classify_or_regress(doc, verb)
         arrays, rows = await convert(len(body), parse_predict_request, doc, servable.inputs)
+        size, doc, body = len(body), None, b""  # the parsed objects are garbage from here
+        await release_memory(size)
         outputs = await servable.infer(arrays, server.options.request_timeout)
         size = sum(o.nbytes for o in outputs) * 3  # ~3 JSON bytes per byte of float32
-        return json_bytes_response(await convert(size, encode_predict_response, outputs,
-                                                 servable.outputs, rows))
+        encoded = await convert(size, encode_predict_response, outputs, servable.outputs, rows)
+        return json_bytes_response(encoded)
 
 
 def _check_signature(doc: dict, servable: Servable) -> Servable:

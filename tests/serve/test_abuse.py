@@ -173,7 +173,7 @@ def test_stalled_connections_are_closed(server: Server, models: Models) -> None:
                 if sock.recv(65536) == b"":
                     continue  # closed by the server
                 still.append(sock)  # an answer (408) arrived; the close follows
-            except socket.timeout:
+            except TimeoutError:
                 still.append(sock)
             except OSError:
                 continue  # reset by the server

@@ -420,7 +420,49 @@ IMAGE_CASES = [
     case("MatrixBandPart", {"input": f32(5, 6), "num_lower": a(1, "int64"),
                             "num_upper": a(2, "int64")}, "band"),
 ]
-ALL_CASES = (IMAGE_CASES + BINARY_CASES + COMPARE_CASES + UNARY_CASES + NN_ACT_CASES + CAST_CASES
+Q = np.linspace(-7, 7, 61, dtype=np.float32).reshape(61, 1) * f32(1, 3, lo=0.5)
+QUANT_CASES = [
+    case("FakeQuantWithMinMaxArgs", {"inputs": Q}, "default"),
+    case("FakeQuantWithMinMaxArgs", {"inputs": Q}, "narrow4", min=-2.5, max=4.1, num_bits=4,
+         narrow_range=True),
+    case("FakeQuantWithMinMaxArgs", {"inputs": Q}, "positive", min=0.3, max=5.0),
+    case("FakeQuantWithMinMaxVars", {"inputs": Q, "min": a(-3.3, "float32"),
+                                     "max": a(2.7, "float32")}),
+    case("FakeQuantWithMinMaxVarsPerChannel", {"inputs": Q, "min": a([-1, -3, 0.5], "float32"),
+                                               "max": a([1, 2, 6], "float32")}, num_bits=6),
+    case("QuantizeAndDequantizeV2", {"input": Q, "input_min": a(0, "float32"),
+                                     "input_max": a(0, "float32")}, "from-data"),
+    case("QuantizeAndDequantizeV2", {"input": Q, "input_min": a(-2, "float32"),
+                                     "input_max": a(3, "float32")}, "given-half-up",
+         range_given=True, round_mode="HALF_UP", num_bits=4),
+    case("QuantizeAndDequantizeV2", {"input": np.abs(Q), "input_min": a(0, "float32"),
+                                     "input_max": a(0, "float32")}, "unsigned",
+         signed_input=False),
+    case("QuantizeAndDequantizeV4", {"input": Q, "input_min": a(-1, "float32"),
+                                     "input_max": a(5, "float32")}, "narrow",
+         range_given=True, narrow_range=True),
+    case("QuantizeAndDequantizeV3", {"input": Q, "input_min": a(0, "float32"),
+                                     "input_max": a(0, "float32"), "num_bits": a(5)}),
+    case("LRN", {"input": f32(2, 3, 3, 7)}),
+    case("LRN", {"input": f32(2, 3, 3, 7)}, "options", depth_radius=2, bias=2.0, alpha=0.3,
+         beta=0.75),
+    case("Bucketize", {"input": X}, boundaries=[-1.0, 0.0, 0.5, 2.0]),
+    case("Bucketize", {"input": IA}, "int", boundaries=[-3.0, 0.0, 4.0]),
+    case("ScatterNd", {"indices": a([[1], [3], [1]]), "updates": f32(3, 4),
+                       "shape": a([5, 4])}),
+    case("ScatterNd", {"indices": a([[0, 1], [2, 2]]), "updates": a([4, 5]),
+                       "shape": a([3, 3])}, "i32"),
+    case("TensorScatterUpdate", {"tensor": f32(5, 4), "indices": a([[1], [3]]),
+                                 "updates": f32(2, 4)}),
+    case("TensorScatterAdd", {"tensor": f32(5, 4), "indices": a([[1], [1]]),
+                              "updates": f32(2, 4)}),
+    case("TensorScatterSub", {"tensor": f32(3, 3), "indices": a([[0, 1], [2, 0]]),
+                              "updates": f32(2)}),
+    case("TensorScatterMax", {"tensor": f32(5, 4), "indices": a([[4]]), "updates": f32(1, 4)}),
+    case("TensorScatterMin", {"tensor": IA, "indices": a([[0], [2]]), "updates": IB[:2]}),
+]
+ALL_CASES = (QUANT_CASES + IMAGE_CASES + BINARY_CASES + COMPARE_CASES + UNARY_CASES
+             + NN_ACT_CASES + CAST_CASES
              + MATMUL_CASES + REDUCE_CASES + CONV_CASES + POOL_CASES + BN_CASES + SHAPE_CASES
              + STRIDED_CASES)
 
@@ -546,6 +588,9 @@ ERROR_CASES = [
     case("EnsureShape", {"input": X}, "shape", shape=[None, 4, 4]),
     case("BroadcastTo", {"input": f32(3, 2), "shape": a([2, 3, 4])}, "shape"),
     case("Pow", {"x": IA, "y": -np.abs(IB)}, "int-negative-power"),
+    case("ScatterNd", {"indices": a([[5]]), "updates": f32(1, 4), "shape": a([5, 4])},
+         "index"),
+    case("GatherNd", {"params": S, "indices": a([[0, 3]])}, "index"),
 ]
 
 
@@ -573,10 +618,10 @@ REFUSALS = [
     ("MirrorPad", {"mode": "EDGE"}, "mode"),
     ("Cast", {"DstT": "string"}, "DstT"),
     ("Equal", {"incompatible_shape_error": False}, "incompatible_shape_error"),
-    ("GatherNd", {"batch_dims": 1}, "batch_dims"),
     ("ResizeBilinear", {"align_corners": True, "half_pixel_centers": False}, "align_corners"),
     ("ResizeNearestNeighbor", {"half_pixel_centers": False}, "half_pixel_centers"),
     ("DepthToSpace", {"block_size": 2, "data_format": "NCHW"}, "data_format"),
+    ("QuantizeAndDequantizeV2", {"axis": 1}, "axis"),
 ]
 
 

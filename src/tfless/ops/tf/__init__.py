@@ -2,13 +2,14 @@
 signatures, frozen GraphDefs) run. Importing this package registers every family below.
 """
 
-from . import array, control, image, lists, math, nn  # noqa: F401
+from . import array, control, image, indexing, lists, math, nn, quantization  # noqa: F401
 from .common import TfNode, tf_kernel
 
 __all__ = ["TfNode", "tf_kernel", "tf_op_names"]
 
 
-FAMILY_ORDER = ("math", "nn", "array", "image", "lists", "control")
+FAMILY_ORDER = ("math", "nn", "array", "indexing", "image", "quantization", "lists",
+                "control")
 
 
 def tf_op_names() -> list[str]:

@@ -366,3 +366,17 @@ tf_kernel("Cumsum")(_scan("Cumsum"))
 tf_kernel("Cumprod")(_scan("Cumprod"))
 
 __all__ = ["BINARY", "COMPARISONS", "REDUCERS", "UNARY", "to_dtype"]
+
+
+@tf_kernel("Bucketize")
+def bucketize(node: TfNode) -> Compute:
+    boundaries = np.asarray([float(b) for b in node.attr("boundaries")], np.float64)
+    if np.any(np.diff(boundaries) < 0):
+        raise node.refuse("boundaries", list(boundaries), "a sorted list")
+
+    def compute(x: np.ndarray) -> np.ndarray:
+        # bucket i holds boundaries[i-1] <= x < boundaries[i]
+        return np.searchsorted(boundaries, np.asarray(x, np.float64), side="right").astype(
+            np.int32)
+
+    return compute

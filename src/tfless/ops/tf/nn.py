@@ -353,3 +353,24 @@ def _fused_batch_norm(node: TfNode, n_out: int) -> Compute:
         return outs + (np.zeros(0, F32),) if n_out == 6 else outs
 
     return compute
+
+
+@tf_kernel("LRN")
+def local_response_normalization(node: TfNode) -> Compute:
+    radius = int(node.attr("depth_radius", 5))
+    bias, alpha, beta = (F32(node.attr(k, d)) for k, d in (("bias", 1.0), ("alpha", 1.0),
+                                                            ("beta", 0.5)))
+    if radius < 0:
+        raise node.refuse("depth_radius", radius, "a non-negative integer")
+
+    def compute(x: np.ndarray) -> np.ndarray:
+        if x.ndim != 4 or x.dtype != F32:
+            raise node.bad_input(f"expects a rank-4 float32 NHWC input, got {x.dtype} {x.shape}")
+        sq = np.square(x)
+        padded = np.pad(sq, [(0, 0)] * 3 + [(radius, radius)])
+        total = np.zeros_like(x)
+        for k in range(2 * radius + 1):  # the window's taps along the depth axis
+            total += padded[..., k:k + x.shape[-1]]
+        return x / (bias + alpha * total) ** beta
+
+    return compute

@@ -121,7 +121,7 @@ class GraphFlattener:
         self.prefix = prefix
         self.nodes: list[Node] = []
         self.graph_id = next(_GRAPH_IDS)
-        self.const_names: set[str] = set()
+        self.node_names: set[str] = set()
         self.depth = 0
 
     # ----- scopes: a GraphDef's node list or a FunctionDef's body --------------------------
@@ -243,16 +243,23 @@ class GraphFlattener:
         else:
             self._emit(nd, [self._tensor(v) for v in inputs], env, name, n_out)
 
+    def unique(self, name: str) -> str:
+        """A node name not used yet in this graph: an inlined function's `call/node` may
+        equal a node the graph itself names so (and two variables may share a TF name)."""
+        base, k = name, 0
+        while name in self.node_names:
+            k += 1
+            name = f"{base}_{k}"
+        self.node_names.add(name)
+        return name
+
     def _tensor(self, value: Value) -> str:
         return self.constant(value) if isinstance(value, Resource) else value
 
     def constant(self, resource: Resource) -> str:
         """The Const node holding a variable's value in this graph (one per variable)."""
         if self.graph_id not in resource.tensors:
-            name = f"{self.prefix}{resource.name}/value"
-            while name in self.const_names:  # two variables may share a TF name
-                name += "_"
-            self.const_names.add(name)
+            name = self.unique(f"{self.prefix}{resource.name}/value")
             self.nodes.append(Node(name, "tf.Const", {"dtype": str(resource.array.dtype),
                                                       "_node": name},
                                    {"value": resource.array}, [], [f"{name}:0"]))
@@ -270,6 +277,7 @@ class GraphFlattener:
                 raise ModelFormatError(f"{self.source.where}: Const node '{nd.name}' has no "
                                        "tensor value")
             weights["value"] = value
+        name = self.unique(name)
         outputs = [f"{name}:{k}" for k in range(max(n_out, 1))]
         self.nodes.append(Node(name, f"tf.{nd.op}", config, weights, inputs, outputs,
                                layer=nd.name))
@@ -359,6 +367,7 @@ class GraphFlattener:
         config["body_graph"] = self.subgraph(body_name, args, f"{name}/body/", folded)
         config["cond_graph"] = self.subgraph(cond_name, args, f"{name}/cond/")
         kept = [k for k in range(len(inputs)) if k not in folded]
+        name = self.unique(name)
         outputs = [f"{name}:{j}" for j in range(len(kept))]
         self.nodes.append(Node(name, f"tf.{nd.op}", config, {},
                                [inputs[k] for k in kept],  # type: ignore[misc]
@@ -380,6 +389,7 @@ class GraphFlattener:
         config["else_graph"] = self.subgraph(self._attr_func(nd, "else_branch"), args,
                                              f"{name}/else/")
         n_out = len(config["then_graph"].output_ids)
+        name = self.unique(name)
         outputs = [f"{name}:{k}" for k in range(n_out)]
         node_inputs = [self._tensor(cond)] + [v for v in rest if not isinstance(v, Resource)]
         self.nodes.append(Node(name, f"tf.{nd.op}", config, {}, node_inputs,  # type: ignore

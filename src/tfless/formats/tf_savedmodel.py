@@ -136,6 +136,9 @@ class _Variables:
                 raise ModelFormatError(f"{self.where}: captured constant "
                                        f"'{obj.constant.operation}' is not a Const node")
             attrs = {e.key: e.value for e in const.attr}
+            if "value" not in attrs:
+                raise ModelFormatError(f"{self.where}: captured constant '{const.name}' has "
+                                       "no value")
             value = Resource(self.decoder.tensor(attrs["value"].tensor, const.name), const.name)
         else:
             raise UnsupportedLayer(f"{self.where}: function '{fname}' captures a saved "

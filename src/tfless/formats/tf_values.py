@@ -67,6 +67,8 @@ class TensorDecoder:
         for d in shape:
             count *= d
         if dtype == "string":
+            self.total += count * 8  # at least a pointer per element, counted before filling
+            self.check_bytes(self.total, self.where)
             values = list(proto.string_val)
             return self._fill(np.array(values, dtype=object), count, shape, where)
         if dtype not in _VALUE_FIELDS:

@@ -160,21 +160,21 @@ class Window:
 
 class FilterCache:
     """Re-arranges a filter once per distinct array: in a graph it comes from a Const node,
-    which hands the same array to every run."""
+    which hands the same array to every run. One (key, source, value) tuple is swapped in
+    whole, so concurrent predicts never pair a key with another filter's layout."""
 
     def __init__(self, arrange: Callable[..., np.ndarray]) -> None:
         self.arrange = arrange
-        self.key: tuple | None = None
-        self.source: np.ndarray | None = None
-        self.value: np.ndarray | None = None
+        self.entry: tuple[tuple, np.ndarray, np.ndarray] | None = None
 
     def get(self, filt: np.ndarray, *extra: int) -> np.ndarray:
         key = (id(filt), *extra)
-        if self.key != key or self.source is not filt:
-            self.value = self.arrange(np.asarray(filt, F32), *extra)
-            self.key, self.source = key, filt
-        assert self.value is not None
-        return self.value
+        entry = self.entry
+        if entry is not None and entry[0] == key and entry[1] is filt:
+            return entry[2]
+        value = self.arrange(np.asarray(filt, F32), *extra)
+        self.entry = (key, filt, value)
+        return value
 
 
 def _check_filter(node: TfNode, filt: np.ndarray, rank: int) -> None:

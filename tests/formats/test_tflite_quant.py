@@ -267,6 +267,34 @@ def test_batches_agree(tmp_path: Path) -> None:
     assert_close(whole, [rows], "batch of 4 vs one by one")
 
 
+def test_hybrid_fused_lstm(tmp_path: Path) -> None:
+    """tf_keras LSTMs with a fixed batch convert to UNIDIRECTIONAL_SEQUENCE_LSTM; in
+    dynamic-range mode its gate weights are int8 (LiteRT's hybrid LSTM step)."""
+    import tensorflow as tf
+    import tf_keras
+
+    L = tf_keras.layers
+    model = tf_keras.Sequential([tf_keras.Input((5, 40), batch_size=3),
+                                 L.LSTM(32, return_sequences=True), L.LSTM(40)])
+    randomize_weights(model, seed=7)
+    model.set_weights([w * 0.3 for w in model.get_weights()])
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        content = converter.convert()
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in operators(content)
+    path = tmp_path / "lstm.tflite"
+    path.write_bytes(content)
+    loaded = tfless.load(path)
+    assert any(n.op == "tflite.quantized.UNIDIRECTIONAL_SEQUENCE_LSTM"
+               for n in loaded.graph.nodes)
+    x = rand(3, 5, 40, seed=8)
+    for delegates in (True, False):
+        want, _ = litert(content, x, delegates)
+        assert_close(loaded.predict(x), [want], f"hybrid LSTM (delegates={delegates})")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["dynamic", "int8"])
 def test_mobilenet_v2(mode: str, tmp_path: Path) -> None:

@@ -715,3 +715,75 @@ def concatenation(op: QuantOp) -> Compute:
         return np.clip(q, lo, hi).astype(dtype)
 
     return lambda *xs: np.concatenate([rescale(i, x) for i, x in enumerate(xs)], axis=axis)
+
+
+# ----- recurrent -------------------------------------------------------------------------
+@quant_op("UNIDIRECTIONAL_SEQUENCE_LSTM")
+def hybrid_lstm(op: QuantOp) -> Compute:
+    """The dynamic-range LSTM (int8 gate weights, float state), as LiteRT's hybrid step
+    computes it: each step quantizes the input and the previous output per batch row, each
+    gate is bias + input product + recurrent product (int32 dot products rescaled by
+    row scale x weight scale), then the float cell update. State starts at zero."""
+    if not op.is_hybrid():
+        raise op.refuse("full-integer (8x8->16) LSTM", op.q(0))
+    for slot, feature in float_ops.LSTM_UNSUPPORTED.items():
+        if op.present(slot):
+            raise op.refuse(f"LSTM with {feature} (input {slot})")
+    if not op.present(1):
+        raise op.refuse("coupled input-forget gate (CIFG) LSTM")
+    if op.num_outputs != 1:
+        raise op.refuse("LSTM returning its states")
+
+    def gate_weights(index: int) -> tuple[np.ndarray, np.ndarray, F32]:
+        w, scale, zero = _weights_q(op, index, 0)
+        if np.any(zero) or len(set(scale.tolist())) != 1:
+            raise op.refuse("LSTM weights with zero points or per-channel scales", op.q(index))
+        return np.ascontiguousarray(w.T), np.sum(w, axis=1), F32(scale[0])
+
+    inputs = [gate_weights(i) for i in float_ops.LSTM_GATE_WEIGHTS]
+    recurrent = [gate_weights(i) for i in float_ops.LSTM_RECURRENT_WEIGHTS]
+    biases = [np.asarray(op.require_const(i, "gate bias"), F32)
+              for i in float_ops.LSTM_BIASES]
+    units = inputs[0][0].shape[1]
+    depth = inputs[0][0].shape[0]
+    act = op.activation()
+    clip = F32(op.options.get("cell_clip", 0.0))
+    time_major = bool(op.options.get("time_major", False))
+    asymmetric = bool(op.options.get("asymmetric_quantize_inputs", False))
+    sigmoid = float_ops.UNARY["LOGISTIC"]
+
+    def product(q: np.ndarray, scale: np.ndarray, zero: np.ndarray,
+                weights: tuple[np.ndarray, np.ndarray, F32]) -> np.ndarray:
+        wmat, row_sums, wscale = weights
+        acc = (q.astype(F64) @ wmat) - row_sums[None, :] * zero[:, None]
+        return acc.astype(F32) * (scale * wscale).astype(F32)[:, None]
+
+    def compute(x: np.ndarray, *rest: Any) -> np.ndarray:
+        seq = np.asarray(x, F32)
+        if seq.ndim != 3 or seq.shape[-1] != depth:
+            raise InputError(f"{op.where}: expects (batch, time, {depth}) inputs, got "
+                             f"{seq.shape}")
+        if time_major:
+            seq = seq.transpose(1, 0, 2)
+        batch, steps = seq.shape[:2]
+        h = np.zeros((batch, units), F32)
+        c = np.zeros((batch, units), F32)
+        out = np.empty((batch, steps, units), F32)
+        for t in range(steps):
+            qx, sx, zx = _hybrid_rows(op, seq[:, t], asymmetric)
+            qh, sh, zh = _hybrid_rows(op, h, asymmetric)
+            gates = []
+            for k in range(4):
+                g = biases[k] + product(qx, sx, zx, inputs[k])
+                if np.any(h):
+                    g = g + product(qh, sh, zh, recurrent[k])
+                gates.append(g.astype(F32))
+            i, f, o = sigmoid(gates[0]), sigmoid(gates[1]), sigmoid(gates[3])
+            c = f * c + i * act(gates[2])
+            if clip > 0:
+                c = np.clip(c, -clip, clip)
+            h = (o * act(c)).astype(F32)
+            out[:, t] = h
+        return out.transpose(1, 0, 2).copy() if time_major else out
+
+    return compute

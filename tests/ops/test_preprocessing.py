@@ -138,15 +138,29 @@ def test_random_crop_at_inference(api: str) -> None:
     check_parity(build, rand(2, 6, 7, 2), api=api)
 
 
-@pytest.mark.parametrize("api", APIS)
-def test_resizing_unsupported_interpolation_is_named(api: str, tmp_path) -> None:
-    K = keras_module(api)
+def test_resizing_unsupported_interpolation_is_named(tmp_path) -> None:
+    # every Keras 3 interpolation runs; tf_keras also offers gaussian/mitchellcubic/area
+    K = keras_module("tf_keras")
     inp = K.Input((6, 7, 2))
-    model = K.Model(inp, K.layers.Resizing(3, 3, interpolation="lanczos3", name="shrink")(inp))
+    model = K.Model(inp, K.layers.Resizing(3, 3, interpolation="gaussian", name="shrink")(inp))
     path = tmp_path / "m.h5"
     model.save(path)
-    with pytest.raises(UnsupportedLayer, match="shrink.*interpolation='lanczos3'.*bilinear"):
+    with pytest.raises(UnsupportedLayer, match="shrink.*interpolation='gaussian'.*bilinear"):
         tfless.load(path)
+
+
+@pytest.mark.parametrize("api,interpolation,antialias", [
+    (api, method, False) for api in APIS for method in ("lanczos3", "lanczos5")] + [
+    ("keras3", method, True) for method in ("bilinear", "bicubic", "lanczos3", "lanczos5")])
+def test_resizing_scale_and_translate(api: str, interpolation: str, antialias: bool) -> None:
+    for size in RESIZE_SIZES:
+        def build(K, size=size):
+            inp = K.Input((6, 7, 2))
+            extra = {"antialias": True} if antialias else {}  # tf_keras has no such option
+            layer = K.layers.Resizing(*size, interpolation=interpolation, **extra)
+            return K.Model(inp, layer(inp))
+
+        check_parity(build, rand(2, 6, 7, 2), api=api, formats=("h5",))
 
 
 @pytest.mark.parametrize("api", APIS)

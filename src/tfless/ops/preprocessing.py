@@ -2,7 +2,8 @@
 
 Image resizing reproduces TensorFlow's `tf.image.resize` kernels (half-pixel centers,
 float32 coordinates): nearest, bilinear and Keys-cubic bicubic with its 1024-entry
-coefficient table. Other interpolations are refused by name.
+coefficient table, and ScaleAndTranslate (lanczos3/lanczos5, and every antialiased
+downscale). Other interpolations are refused by name.
 """
 
 from __future__ import annotations
@@ -176,7 +177,69 @@ def _resize_bicubic(x: np.ndarray, height: int, width: int) -> np.ndarray:
     return sum(across[:, rows[:, k]] * wy[None, :, k, None, None] for k in range(4))
 
 
-RESIZERS = {"nearest": _resize_nearest, "bilinear": _resize_bilinear, "bicubic": _resize_bicubic}
+def _lanczos(radius: float) -> Any:
+    def kernel(x: np.ndarray) -> np.ndarray:
+        pi = F32(3.14159265359)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = F32(radius) * np.sin(pi * x) * np.sin(pi * x / F32(radius)) / (pi * pi * x * x)
+        return np.where(x > radius, F32(0), np.where(x <= F32(1e-3), F32(1), y)).astype(F32)
+
+    return radius, kernel
+
+
+def _keys_cubic(x: np.ndarray) -> np.ndarray:
+    near = ((F32(1.5) * x - F32(2.5)) * x) * x + F32(1)
+    far = ((F32(-0.5) * x + F32(2.5)) * x - F32(4)) * x + F32(2)
+    return np.where(x >= 2, F32(0), np.where(x >= 1, far, near)).astype(F32)
+
+
+# TensorFlow's scale_and_translate kernels: (radius, kernel(|distance|))
+SAMPLING_KERNELS = {
+    "lanczos3": _lanczos(3.0), "lanczos5": _lanczos(5.0),
+    "bilinear": (1.0, lambda x: np.maximum(F32(1) - x, F32(0))), "bicubic": (2.0, _keys_cubic),
+}
+
+
+def _sampling_weights(in_size: int, out_size: int, method: str, antialias: bool) -> np.ndarray:
+    """(out, in) float32 weights of TensorFlow's ScaleAndTranslate (no translation): each
+    output samples at (i + 0.5) / scale over the kernel's span, widened by 1 / scale when
+    antialiasing a downscale, weights renormalized to sum to one."""
+    radius, kernel = SAMPLING_KERNELS[method]
+    inv_scale = F32(1) / (F32(out_size) / F32(in_size))
+    kernel_scale = max(inv_scale, F32(1)) if antialias else F32(1)
+    sample = (np.arange(out_size, dtype=F32) + F32(0.5)) * inv_scale
+    reach = F32(radius) * kernel_scale
+    start = np.clip(np.ceil(sample - reach - F32(0.5)), 0, in_size - 1).astype(np.int64)
+    end = np.clip(np.floor(sample + reach - F32(0.5)), 0, in_size - 1).astype(np.int64) + 1
+    source = np.arange(in_size)
+    weights = kernel(np.abs((source[None, :].astype(F32) + F32(0.5) - sample[:, None])
+                            * (F32(1) / kernel_scale)))
+    inside = (source[None, :] >= start[:, None]) & (source[None, :] < end[:, None])
+    weights = np.where(inside, weights, F32(0))
+    total = weights.sum(axis=1, keepdims=True, dtype=F32)
+    ok = np.abs(total) >= F32(1000) * np.finfo(F32).tiny
+    weights = np.where(ok, weights / np.where(ok, total, F32(1)), weights)
+    valid = (sample >= 0) & (sample <= in_size)
+    return np.where(valid[:, None], weights, F32(0)).astype(F32)
+
+
+def _scale_and_translate(method: str, antialias: bool) -> Any:
+    def resize(x: np.ndarray, height: int, width: int) -> np.ndarray:
+        x = _float_input(x)
+        rows = _sampling_weights(x.shape[1], height, method, antialias)
+        cols = _sampling_weights(x.shape[2], width, method, antialias)
+        across = np.einsum("bhwc,vw->bhvc", x, cols)
+        return np.einsum("bhvc,uh->buvc", across, rows).astype(F32)
+
+    return resize
+
+
+RESIZERS = {"nearest": _resize_nearest, "bilinear": _resize_bilinear, "bicubic": _resize_bicubic,
+            "lanczos3": _scale_and_translate("lanczos3", False),
+            "lanczos5": _scale_and_translate("lanczos5", False)}
+# tf.image.resize with antialias=True runs these through ScaleAndTranslate instead
+ANTIALIASED = {name: _scale_and_translate(name, True)
+               for name in ("bilinear", "bicubic", "lanczos3", "lanczos5")}
 
 
 def _crop_box(height: int, width: int, target_h: int, target_w: int) -> tuple[int, int, int, int]:
@@ -251,8 +314,7 @@ def build_resizing(config: dict, weights: dict) -> Any:
             f"layer '{name}': interpolation='{method}' is not supported; supported: "
             f"{', '.join(RESIZERS)}"
         )
-    if config.get("antialias"):
-        raise UnsupportedLayer(f"layer '{name}': antialias=True is not supported")
+    antialias = bool(config.get("antialias")) and method in ANTIALIASED
     crop = bool(config.get("crop_to_aspect_ratio", False))
     pad = bool(config.get("pad_to_aspect_ratio", False))
     if pad and config.get("fill_mode", "constant") != "constant":
@@ -262,12 +324,13 @@ def build_resizing(config: dict, weights: dict) -> Any:
         )
     fill = float(config.get("fill_value", 0.0))
     channels_first = _channels_first(config)
-    resize = RESIZERS[method]
+    resize = ANTIALIASED[method] if antialias else RESIZERS[method]
 
     def run(x: np.ndarray) -> np.ndarray:
         images, single = _as_nhwc(x, name, channels_first)
         if crop:
-            y = smart_resize(images, height, width, method)
+            top, left, crop_h, crop_w = _crop_box(images.shape[1], images.shape[2], height, width)
+            y = resize(images[:, top:top + crop_h, left:left + crop_w], height, width)
         else:
             if pad:
                 images = _pad_to_aspect(_float_input(images), height, width, fill)

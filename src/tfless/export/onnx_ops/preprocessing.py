@@ -16,6 +16,7 @@ import numpy as np
 from ...errors import UnsupportedLayer
 from ...graph import Node
 from ...ops.preprocessing import (
+    ANTIALIASED,
     EPSILON,
     RESIZERS,
     _crop_box,
@@ -24,6 +25,7 @@ from ...ops.preprocessing import (
     _keep_axes,
     _linear_weights,
     _nearest_index,
+    _sampling_weights,
     _size,
 )
 from ..onnx import OnnxBuilder, converter
@@ -74,7 +76,12 @@ def convert_normalization(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
 
 # ----- images ----------------------------------------------------------------------------
 def _matrix(method: str, in_size: int, out_size: int) -> np.ndarray:
-    """(out_size, in_size) interpolation matrix of the runtime's kernel."""
+    """(out_size, in_size) interpolation matrix of the runtime's kernel (`method` ends in
+    "+antialias" for the runtime's antialiased ScaleAndTranslate kernels)."""
+    if method.endswith("+antialias"):
+        return _sampling_weights(in_size, out_size, method.split("+")[0], True)
+    if method.startswith("lanczos"):
+        return _sampling_weights(in_size, out_size, method, False)
     a = np.zeros((out_size, in_size), F32)
     rows = np.arange(out_size)
     if method == "nearest":
@@ -152,8 +159,10 @@ def convert_resizing(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
     c = node.config
     height, width = _size(c, node.name)
     method = c.get("interpolation", "bilinear")
-    if method not in RESIZERS or c.get("antialias"):
-        raise UnsupportedLayer(f"layer '{node.name}': interpolation '{method}' / antialias")
+    if method not in RESIZERS:
+        raise UnsupportedLayer(f"layer '{node.name}': interpolation '{method}'")
+    if c.get("antialias") and method in ANTIALIASED:
+        method = f"{method}+antialias"
     images = Images(b, node, xs[0])
     if c.get("crop_to_aspect_ratio"):
         images.smart_resize(height, width, method)

@@ -96,6 +96,28 @@ def test_keras3_export_matches_keras(exports: dict, name: str) -> None:
     assert set(model.meta["signatures"]) == {"serve", "serving_default"}
 
 
+def test_keras3_export_dict_inputs_outputs_masks_bidirectional(tmp_path: Path) -> None:
+    import keras
+
+    L = keras.layers
+    a, ids = keras.Input((5,), name="a"), keras.Input((6,), dtype="int32", name="ids")
+    seq = L.Embedding(10, 4, mask_zero=True)(ids)  # the mask reaches the GRU's loop
+    h = L.Concatenate()([L.Dense(4)(a), L.GRU(3)(seq),
+                         L.GlobalAveragePooling1D()(L.Bidirectional(L.LSTM(2, return_sequences=True))(seq))])
+    model = keras.Model({"a": a, "ids": ids},
+                        {"p": L.Dense(2, activation="softmax")(h), "q": L.Dense(1)(h)})
+    randomize_weights(model)
+    model.export(tmp_path / "multi", verbose=False)
+    x = {"a": RNG.standard_normal((3, 5)).astype(np.float32),
+         "ids": np.array([[1, 2, 3, 0, 0, 0], [4, 5, 6, 7, 8, 9], [3, 0, 0, 0, 0, 0]], np.int32)}
+    want = model.predict(x, verbose=0)
+    loaded = tfless.load(tmp_path / "multi")
+    assert [s.name for s in loaded.inputs] == ["a", "ids"]
+    got = loaded.predict(x)
+    assert sorted(got) == ["p", "q"]
+    assert_close([got["p"], got["q"]], [want["p"], want["q"]], "dict in/out export")
+
+
 def test_keras3_export_matches_tf_signature(exports: dict) -> None:
     import tensorflow as tf
 

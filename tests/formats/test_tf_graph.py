@@ -252,6 +252,27 @@ def test_tf_keras_savedmodel_signature(tmp_path: Path) -> None:
     assert_close([keras_path.predict(x)], [want], "tf_keras keras path")
 
 
+def test_tf1_savedmodel_with_variables(tmp_path: Path) -> None:
+    """A TF1 SavedModel (simple_save): variable nodes read from the checkpoint by name."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, (None, 4), name="x")
+        w = v1.get_variable("w", initializer=RNG.standard_normal((4, 2)).astype(np.float32),
+                            use_resource=False)
+        r = v1.get_variable("r", initializer=np.full((2,), 0.5, np.float32), use_resource=True)
+        y = tf.nn.relu(tf.matmul(x, w) + r, name="y")
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            xs = RNG.standard_normal((3, 4)).astype(np.float32)
+            want = sess.run(y, {x: xs})
+            v1.saved_model.simple_save(sess, str(tmp_path / "tf1"), {"x": x}, {"y": y})
+    got = tfless.load(tmp_path / "tf1").predict({"x": xs})
+    assert_close([got["y"]], [want], "TF1 SavedModel")
+
+
 # ----- frozen GraphDefs --------------------------------------------------------------------
 def _freeze(model: Any, spec: Any, path: Path, lower_control_flow: bool = False) -> None:
     import tensorflow as tf

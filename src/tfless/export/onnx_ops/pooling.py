@@ -6,7 +6,7 @@ import numpy as np
 
 from ...graph import Node
 from ...ops.convolutional import channels_first, geometry
-from ...ops.pooling import explicit_mask_input
+from ...ops.pooling import _adaptive_windows, explicit_mask_input
 from ..onnx import OnnxBuilder, converter
 from .convolutional import from_channels_first, spatial_sizes, to_channels_first, window_pads
 
@@ -65,3 +65,30 @@ for _rank in (1, 2, 3):
     converter(f"AveragePooling{_rank}D")(convert_pool(_rank, "avg"))
     converter(f"GlobalMaxPooling{_rank}D")(convert_global_max(_rank))
     converter(f"GlobalAveragePooling{_rank}D", uses_mask=_rank == 1)(convert_global_average(_rank))
+
+
+def convert_adaptive(rank: int, kind: str):
+    """Adaptive pooling: per spatial axis, one Slice + Reduce per output window (the
+    runtime's `_adaptive_windows`), concatenated."""
+    def convert(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
+        size = node.config.get("output_size")
+        sizes = (size,) * rank if isinstance(size, int) else tuple(int(s) for s in size)
+        first = channels_first(node.config, node.name)
+        shape = b.in_shape(node)
+        y = xs[0] if b.dtype(node.inputs[0]) == np.float32 else b.cast(xs[0], np.float32)
+        reduce = "ReduceMax" if kind == "max" else "ReduceMean"
+        for d, out in enumerate(sizes):
+            axis = d + (2 if first else 1)
+            starts, lengths = _adaptive_windows(int(shape[axis]), out)
+            parts = [b.reduce(reduce, b.op("Slice", [y, b.i64([s]), b.i64([s + n]),
+                                                     b.i64([axis])]), [axis], True)
+                     for s, n in zip(starts.tolist(), lengths.tolist())]
+            y = parts[0] if len(parts) == 1 else b.op("Concat", parts, axis=axis)
+        return b.op("Identity", [y], name=node.name)
+
+    return convert
+
+
+for _rank in (1, 2, 3):
+    converter(f"AdaptiveMaxPooling{_rank}D")(convert_adaptive(_rank, "max"))
+    converter(f"AdaptiveAveragePooling{_rank}D")(convert_adaptive(_rank, "avg"))

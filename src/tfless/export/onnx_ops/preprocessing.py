@@ -198,3 +198,55 @@ def convert_random_crop(b: OnnxBuilder, node: Node, xs: list[str]) -> Any:
     images = Images(b, node, xs[0])
     images.smart_resize(height, width)
     return images.output()
+
+
+# ----- categorical encodings -------------------------------------------------------------
+def _encode(b: OnnxBuilder, node: Node, idx: str, rank: int, mode: str, depth: int,
+            dtype: np.dtype) -> str:
+    """The runtime's `categorical.encode` (TF's bincount for rank <= 2, one-hot reductions
+    above) for integer indices `idx` of rank `rank`."""
+    if mode == "int":
+        return b.op("Cast", [idx], name=node.name, to=b.onnx_dtype(dtype))
+    if rank == 0:
+        idx, rank = b.op("Unsqueeze", [idx, b.i64([0])]), 1
+    if mode == "one_hot":
+        shape = b.in_shape(node)
+        if rank > 1 and shape[-1] == 1:
+            idx, rank = b.op("Squeeze", [idx, b.i64([-1])]), rank - 1
+    hot = b.op("Equal", [b.op("Unsqueeze", [idx, b.i64([-1])]),
+                         b.const(np.arange(depth, dtype=np.int64), "classes")])
+    hot = b.cast(hot, np.float32)
+    if mode == "one_hot":
+        return b.op("Cast", [hot], name=node.name, to=b.onnx_dtype(dtype))
+    axis = rank - 1 if rank <= 2 else 1
+    y = b.reduce("ReduceMax" if mode == "multi_hot" else "ReduceSum", hot, [axis], False)
+    return b.op("Cast", [y], name=node.name, to=b.onnx_dtype(dtype))
+
+
+@converter("CategoryEncoding")
+def convert_category_encoding(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
+    from ...ops.categorical import _count_weights_input, _dtype, _output_mode
+
+    c = node.config
+    if _count_weights_input(c) is not None:
+        raise UnsupportedLayer(f"layer '{node.name}': count_weights has no ONNX converter; "
+                               "nothing was written")
+    mode = _output_mode(c, ("one_hot", "multi_hot", "count"))
+    idx = b.cast(xs[0], np.int64)
+    return _encode(b, node, idx, len(b.in_shape(node)), mode, int(c["num_tokens"]),
+                   _dtype(c, "float32"))
+
+
+@converter("Discretization")
+def convert_discretization(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
+    from ...ops.categorical import ENCODINGS, _dtype, _output_mode
+
+    c = node.config
+    mode = _output_mode(c, ENCODINGS)
+    edges = np.asarray(c["bin_boundaries"], F32)
+    x = xs[0] if b.dtype(node.inputs[0]) == F32 else b.cast(xs[0], F32)
+    # the number of boundaries <= x, as TF's Bucketize counts
+    above = b.op("GreaterOrEqual", [b.op("Unsqueeze", [x, b.i64([-1])]), b.const(edges, "edges")])
+    idx = b.reduce("ReduceSum", b.cast(above, np.int64), [-1], False)
+    dtype = np.dtype(np.int32) if mode == "int" else _dtype(c, "float32")
+    return _encode(b, node, idx, len(b.in_shape(node)), mode, len(edges) + 1, dtype)

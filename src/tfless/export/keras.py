@@ -27,8 +27,8 @@ import numpy as np
 from ..errors import UnsupportedLayer
 from ..formats.keras_config import TENSOR
 from ..graph import Graph, Node
-from .keras_layers import snake, translate_layer
-from .keras_signatures import KERAS_VERSION
+from .keras_layers import READER_FIELDS, snake, translate_layer
+from .keras_signatures import KERAS_VERSION, OPS_MODULES
 
 KERAS_FORMATS = {"hdf5", "keras", "json+h5", "savedmodel"}
 CALL_KWARGS = {"mask", "training", "initial_state"}
@@ -59,7 +59,7 @@ class _Writer:
         self.major = major
         self.notes: list[str] = []
         self.layers: list[dict[str, Any]] = []  # Keras 3 layer entries, in model order
-        self.weights: list[list[tuple[str, np.ndarray]]] = []
+        self.weights: list[list[tuple[str, np.ndarray]] | None] = []
         self.by_label: dict[str, int] = {}  # tfless layer label -> index in self.layers
         self.after: dict[str, list[int]] = {}  # label -> indexes of layers applied after it
         self.names: set[str] = set()
@@ -96,6 +96,9 @@ class _Writer:
             self.history[spec.name] = (name, 0, 0)
 
     def add_node(self, node: Node) -> None:
+        if node.op.startswith("keras.ops.") and node.op[len("keras.ops."):] in OPS_MODULES:
+            self.add_operation(node)
+            return
         if node.op not in ("TimeDistributedFold", "TimeDistributedUnfold") and "." in node.op:
             raise UnsupportedLayer(
                 f"node '{node.name}' is the operation {node.op}, not a Keras layer; only Keras "
@@ -139,6 +142,19 @@ class _Writer:
             extra["inbound_nodes"].append({"args": [self.tensor(tid)], "kwargs": {}})
             self.history[tid] = (extra["name"], extra_call, 0)
 
+    def add_operation(self, node: Node) -> None:
+        """A recorded keras.ops call (Keras 3 files): an operation entry, no weights."""
+        cls = node.op[len("keras.ops."):]
+        name = self.unique(node.layer or node.name)
+        config = {k: v for k, v in node.config.items() if k not in READER_FIELDS}
+        config["name"] = name
+        self.layers.append({"module": OPS_MODULES[cls], "class_name": cls, "config": config,
+                            "registered_name": cls, "name": name,
+                            "inbound_nodes": [self.call(node)]})
+        self.weights.append(None)
+        for i, tid in enumerate(node.outputs):
+            self.history[tid] = (name, 0, i)
+
     def call(self, node: Node) -> dict[str, Any]:
         args = node.config.get("call_args")
         kwargs = node.config.get("call_kwargs") or {}
@@ -181,6 +197,8 @@ class _Writer:
             layers = h5.create_group("layers")
             counters: dict[str, int] = {}
             for entry, paths in zip(self.layers, self.weights):
+                if paths is None:  # an operation: not a layer, no object path
+                    continue
                 base = snake(entry["class_name"])
                 counters[base] = counters.get(base, -1) + 1
                 saved = base if counters[base] == 0 else f"{base}_{counters[base]}"

@@ -461,7 +461,43 @@ QUANT_CASES = [
     case("TensorScatterMax", {"tensor": f32(5, 4), "indices": a([[4]]), "updates": f32(1, 4)}),
     case("TensorScatterMin", {"tensor": IA, "indices": a([[0], [2]]), "updates": IB[:2]}),
 ]
-ALL_CASES = (QUANT_CASES + IMAGE_CASES + BINARY_CASES + COMPARE_CASES + UNARY_CASES
+SPD = (lambda m: (m @ m.T + 3 * np.eye(4)).astype(np.float32))(f32(4, 4))
+SEG = a([0, 0, 1, 3, 3, 3])
+LINALG_CASES = [
+    case("MatrixInverse", {"input": np.stack([SPD, SPD * 2])}),
+    case("MatrixInverse", {"input": SPD + np.triu(np.ones((4, 4), np.float32))}, "adjoint",
+         adjoint=True),
+    case("MatrixDeterminant", {"input": np.stack([SPD, -SPD])}),
+    case("Cholesky", {"input": SPD + np.triu(f32(4, 4), 1)}, "reads-lower"),
+    case("MatrixSolve", {"matrix": SPD, "rhs": f32(4, 2)}),
+    case("MatrixSolve", {"matrix": np.stack([SPD, SPD.T + 1]), "rhs": f32(2, 4, 3)}, "adjoint",
+         adjoint=True),
+    case("MatrixTriangularSolve", {"matrix": SPD, "rhs": f32(4, 2)}),
+    case("MatrixTriangularSolve", {"matrix": np.stack([SPD, SPD]), "rhs": f32(4, 3)},
+         "upper-adjoint-bcast", lower=False, adjoint=True),
+    case("MatrixDiagV3", {"diagonal": f32(2, 3), "k": a(0), "num_rows": a(-1),
+                          "num_cols": a(-1), "padding_value": a(0, "float32")}),
+    case("MatrixDiagPartV3", {"input": f32(2, 3, 4), "k": a(0),
+                              "padding_value": a(0, "float32")}),
+    case("MatrixSetDiagV3", {"input": f32(2, 4, 3), "diagonal": f32(2, 3), "k": a(0)}),
+    case("SegmentSum", {"data": f32(6, 2), "segment_ids": SEG}),
+    case("SegmentMean", {"data": f32(6, 2), "segment_ids": SEG}),
+    case("SegmentMax", {"data": f32(6, 2), "segment_ids": SEG}, "empty-segment"),
+    case("SegmentMin", {"data": IA.reshape(6, 2), "segment_ids": SEG}, "i32"),
+    case("SegmentProd", {"data": f32(6), "segment_ids": SEG}),
+    case("UnsortedSegmentSum", {"data": f32(6, 2), "segment_ids": a([2, 0, 2, -1, 1, 2]),
+                                "num_segments": a(4)}),
+    case("UnsortedSegmentMax", {"data": f32(2, 3), "segment_ids": a([[0, 2, 0], [2, 2, 1]]),
+                                "num_segments": a(4)}, "2d-ids"),
+    case("UnsortedSegmentMin", {"data": IA[:, 0], "segment_ids": a([1, 1, 0]),
+                                "num_segments": a(3, "int64")}),
+    case("UnsortedSegmentProd", {"data": f32(4), "segment_ids": a([1, 1, 0, 1]),
+                                 "num_segments": a(2)}),
+    case("Unique", {"x": a([4, 1, 4, 7, 1, 0])}),
+    case("Unique", {"x": a([2.5, -1.0, 2.5], "float32")}, "f32-i64", out_idx="int64"),
+    case("InvertPermutation", {"x": a([2, 0, 3, 1])}),
+]
+ALL_CASES = (LINALG_CASES + QUANT_CASES + IMAGE_CASES + BINARY_CASES + COMPARE_CASES + UNARY_CASES
              + NN_ACT_CASES + CAST_CASES
              + MATMUL_CASES + REDUCE_CASES + CONV_CASES + POOL_CASES + BN_CASES + SHAPE_CASES
              + STRIDED_CASES)
@@ -591,6 +627,8 @@ ERROR_CASES = [
     case("ScatterNd", {"indices": a([[5]]), "updates": f32(1, 4), "shape": a([5, 4])},
          "index"),
     case("GatherNd", {"params": S, "indices": a([[0, 3]])}, "index"),
+    case("MatrixInverse", {"input": np.ones((3, 3), np.float32)}, "singular"),
+    case("InvertPermutation", {"x": a([0, 0, 2])}, "not-permutation"),
 ]
 
 
@@ -603,6 +641,14 @@ def test_invalid_input_is_refused_like_tf(op: str, inputs: dict[str, Any],
     with pytest.raises(TflessError) as info:
         run_tfless(op, config, _flat(inputs))
     assert config["_node"] in str(info.value)
+
+
+def test_cholesky_of_a_non_positive_definite_matrix_is_an_error() -> None:
+    # TF's CPU kernel answers NaNs (and leftover memory above the diagonal); tfless says why
+    assert np.isnan(tf.raw_ops.Cholesky(input=-SPD).numpy()).any()
+    config = _trace_config("Cholesky", {"input": -SPD}, {})
+    with pytest.raises(TflessError, match="not positive definite"):
+        run_tfless("Cholesky", config, [-SPD])
 
 
 REFUSALS = [

@@ -2,13 +2,23 @@
 signatures, frozen GraphDefs) run. Importing this package registers every family below.
 """
 
-from . import array, control, image, indexing, lists, math, nn, quantization  # noqa: F401
+from . import (  # noqa: F401
+    array,
+    control,
+    image,
+    indexing,
+    linalg,
+    lists,
+    math,
+    nn,
+    quantization,
+)
 from .common import TfNode, tf_kernel
 
 __all__ = ["TfNode", "tf_kernel", "tf_op_names"]
 
 
-FAMILY_ORDER = ("math", "nn", "array", "indexing", "image", "quantization", "lists",
+FAMILY_ORDER = ("math", "nn", "array", "indexing", "linalg", "image", "quantization", "lists",
                 "control")
 
 

@@ -7,6 +7,8 @@ indices, and so does tfless (never NumPy's wrap-around of negative indices).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .common import Compute, TfNode, arr, ints, norm_axis, scalar_int, tf_kernel
@@ -121,6 +123,96 @@ def tensor_scatter(node: TfNode) -> Compute:
             out[where] = updates
         else:
             fn.at(out, where, updates)
+        return out
+
+    return compute
+
+
+# ----- segments, unique values, permutations ------------------------------------------------
+SEGMENT_REDUCERS = {"Sum": np.add, "Prod": np.multiply, "Max": np.maximum, "Min": np.minimum}
+
+
+def _segment_fill(op: str, dtype: np.dtype, sorted_form: bool) -> object:
+    """What an empty segment holds: 0 for sorted ops' Max/Min, the reduction's identity
+    (lowest/highest value for Max/Min) for the unsorted ones."""
+    if op == "Sum" or op == "Mean" or (sorted_form and op in ("Max", "Min")):
+        return dtype.type(0)
+    if op == "Prod":
+        return dtype.type(1)
+    info = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype)
+    return info.min if op == "Max" else info.max
+
+
+def _segments(op: str, sorted_form: bool) -> Callable[[TfNode], Compute]:
+    reduce_op = op[len("Segment"):] if sorted_form else op[len("UnsortedSegment"):]
+
+    def make(node: TfNode) -> Compute:
+        def run(data: np.ndarray, ids: np.ndarray, count: int) -> np.ndarray:
+            data, ids = arr(data), arr(ids)
+            if ids.shape != data.shape[:ids.ndim] or ids.dtype.kind not in "iu":
+                raise node.bad_input(f"segment_ids {ids.dtype} {ids.shape} do not fit data "
+                                     f"{data.shape}")
+            if sorted_form and ids.size and (np.any(np.diff(ids.reshape(-1)) < 0) or
+                                             ids.min() < 0):
+                raise node.bad_input("segment_ids must be sorted and non-negative")
+            flat_ids = ids.reshape(-1)
+            rows = data.reshape((-1,) + data.shape[ids.ndim:])
+            keep = (flat_ids >= 0) & (flat_ids < count)  # unsorted ops drop other ids
+            flat_ids, rows = flat_ids[keep], rows[keep]
+            fill = _segment_fill(reduce_op, data.dtype, sorted_form)
+            fn = SEGMENT_REDUCERS["Sum" if reduce_op == "Mean" else reduce_op]
+            identity = {"Max": _segment_fill("Max", data.dtype, False),
+                        "Min": _segment_fill("Min", data.dtype, False)}.get(reduce_op, fill)
+            out = np.full((count,) + rows.shape[1:], identity, data.dtype)
+            fn.at(out, flat_ids, rows)
+            if reduce_op == "Mean":
+                n = np.bincount(flat_ids, minlength=count).reshape((count,) + (1,) *
+                                                                     (rows.ndim - 1))
+                out = (out / np.maximum(n, 1)).astype(data.dtype)
+            if reduce_op in ("Max", "Min"):
+                empty = np.bincount(flat_ids, minlength=count) == 0
+                out[empty] = fill
+            return out
+
+        if sorted_form:
+            return lambda data, ids: run(data, ids, int(arr(ids).max()) + 1 if arr(ids).size
+                                         else 0)
+        return lambda data, ids, num: run(data, ids, scalar_int(node, num, "num_segments"))
+
+    return make
+
+
+for _op in ("Sum", "Prod", "Max", "Min", "Mean"):
+    tf_kernel(f"Segment{_op}")(_segments(f"Segment{_op}", True))
+for _op in ("Sum", "Prod", "Max", "Min"):
+    tf_kernel(f"UnsortedSegment{_op}")(_segments(f"UnsortedSegment{_op}", False))
+
+
+@tf_kernel("Unique", num_outputs=lambda config: 2)
+def unique(node: TfNode) -> Compute:
+    out_idx = node.dtype("out_idx", "int32")
+
+    def compute(x: np.ndarray) -> tuple:
+        x = arr(x)
+        if x.ndim != 1:
+            raise node.bad_input(f"input must be a vector, got shape {x.shape}")
+        values, first, inverse = np.unique(x, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # TF lists values by first occurrence
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        return values[order], rank[inverse.reshape(-1)].astype(out_idx)
+
+    return compute
+
+
+@tf_kernel("InvertPermutation")
+def invert_permutation(node: TfNode) -> Compute:
+    def compute(x: np.ndarray) -> np.ndarray:
+        x = arr(x)
+        if x.ndim != 1 or sorted(x.tolist()) != list(range(x.size)):
+            raise node.bad_input(f"{x.tolist()} is not a permutation of 0..{x.size - 1}")
+        out = np.empty_like(x)
+        out[x] = np.arange(x.size, dtype=x.dtype)
         return out
 
     return compute

@@ -161,6 +161,7 @@ NN_ACT_CASES = [
     case(op, {"features": X}) for op in ("Relu", "Relu6", "Elu", "Selu")
 ] + [
     case("Relu6", {"features": X * 8}, "wide"),
+    case("Relu", {"features": IA}, "i32"), case("Relu6", {"features": IA}, "i32"),
     case("LeakyRelu", {"features": X}, alpha=0.2),
     case("LeakyRelu", {"features": X}, "alpha0.01", alpha=0.01),
     case("Softmax", {"logits": X * 5}), case("LogSoftmax", {"logits": X * 5}),

@@ -72,6 +72,10 @@ INT_ONLY = {"BitwiseAnd", "BitwiseOr", "BitwiseXor", "LeftShift", "RightShift"}
 def _binary(op: str) -> Callable[[TfNode], Compute]:
     fn = BINARY[op]
     divides = op in INT_DIVISIONS
+    # the ops that make inf/nan from finite inputs run with NumPy's warnings off (entering
+    # np.errstate costs about as much as a small add, and graphs run hundreds of adds)
+    quiet = op not in ("Add", "AddV2", "Sub", "Mul", "Maximum", "Minimum", "BitwiseAnd",
+                       "BitwiseOr", "BitwiseXor")
 
     def make(node: TfNode) -> Compute:
         def compute(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -83,6 +87,8 @@ def _binary(op: str) -> Callable[[TfNode], Compute]:
                 raise node.bad_input(f"operands of type {x.dtype} are not supported")
             if divides:
                 _check_int_divisor(node, x, y)
+            if not quiet:
+                return arr(fn(x, y)).astype(x.dtype, copy=False)
             with np.errstate(all="ignore"):  # inf/nan results as TF gives them
                 return arr(fn(x, y)).astype(x.dtype, copy=False)
 

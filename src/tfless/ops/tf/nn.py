@@ -41,9 +41,22 @@ def _float_unary(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[TfNode], C
     return make
 
 
-tf_kernel("Relu")(_float_unary(lambda x: relu_plain(x) if x.dtype == F32 else
-                               np.maximum(x, x.dtype.type(0))))
-tf_kernel("Relu6")(_float_unary(lambda x: np.clip(x, x.dtype.type(0), x.dtype.type(6))))
+def _real_unary(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[TfNode], Compute]:
+    """Relu and Relu6 take every real type in TF, integers included."""
+    def make(node: TfNode) -> Compute:
+        def compute(x: np.ndarray) -> np.ndarray:
+            if x.dtype.kind not in "fiu":
+                raise node.bad_input(f"input of type {x.dtype} is not supported")
+            return arr(fn(x)).astype(x.dtype, copy=False)
+
+        return compute
+
+    return make
+
+
+tf_kernel("Relu")(_real_unary(lambda x: relu_plain(x) if x.dtype == F32 else
+                              np.maximum(x, x.dtype.type(0))))
+tf_kernel("Relu6")(_real_unary(lambda x: np.clip(x, x.dtype.type(0), x.dtype.type(6))))
 tf_kernel("Elu")(_float_unary(lambda x: elu(x).astype(x.dtype, copy=False)))
 tf_kernel("Selu")(_float_unary(lambda x: selu(x).astype(x.dtype, copy=False)))
 

@@ -383,7 +383,7 @@ def make_case(fmt: str, index: int, seeds: Path, root: Path) -> Case:
 
 # ----- the worker ----------------------------------------------------------------------------
 WORKER = r"""
-import json, resource, sys, traceback
+import json, sys, traceback
 import numpy as np
 import tfless
 
@@ -417,7 +417,9 @@ for line in sys.stdin:
             answer = {"r": "bug", "tb": f"error message is not one line: {message!r}"}
     except BaseException:
         answer = {"r": "bug", "tb": traceback.format_exc()[-3000:]}
-    answer["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: the latter survives exec and starts at the parent's peak
+    status = open("/proc/self/status").read()
+    answer["rss_mb"] = int(status.split("VmHWM:")[1].split()[0]) / 1024
     sys.stdout.write(json.dumps(answer) + "\n")
     sys.stdout.flush()
 """
@@ -468,14 +470,14 @@ class Worker:
 
 
 def run_campaign(fmt: str, seeds: Path, root: Path, cases: int,
-                 timeout: float = CASE_TIMEOUT) -> dict[str, Any]:
+                 timeout: float = CASE_TIMEOUT, first: int = 0) -> dict[str, Any]:
     """Every case of one format; returns counts, failures and the worker's peak memory."""
     worker = Worker()
     results: dict[str, Any] = {"ok": 0, "error": 0, "failures": [], "rss_mb": 0.0, "kinds": {}}
     try:
-        for i in range(cases):
+        for i in range(first, first + cases):
             case = make_case(fmt, i, seeds, root)
-            answer = worker.run(case, timeout + (20 if i == 0 else 0))
+            answer = worker.run(case, timeout + (20 if i == first else 0))
             results["rss_mb"] = max(results["rss_mb"], float(answer.get("rss_mb", 0)))
             if answer["r"] == "ok" and case.must_fail:
                 results["failures"].append(f"{case.label}: loaded and predicted, but the file "

@@ -52,7 +52,8 @@ def test_metrics_on_both_paths(serve, models: Models) -> None:
     key = ("tfless_requests_total",
            (("api", "predict"), ("model", "mlp"), ("status", "200"), ("version", "1")))
     assert samples[key] == 3
-    assert samples[("tfless_requests_total", (("api", "predict"), ("model", "nope"),
+    # a model the server does not have is counted under one label (issue 19)
+    assert samples[("tfless_requests_total", (("api", "predict"), ("model", "__unknown__"),
                                               ("status", "404"), ("version", "")))] == 1
     labels = (("api", "predict"), ("model", "mlp"), ("version", "1"))
     assert samples[("tfless_request_latency_seconds_count", labels)] == 3

@@ -79,8 +79,10 @@ def _version(text: str | None) -> int | None:
 
 async def _predict_like(request: Request, server: Any, name: str, version: int | None,
                         label: str | None, verb: str) -> Response:
-    body = await read_body(request, server.options.max_json_bytes, "--max-json-bytes",
-                           server.options.body_timeout)
+    options = server.options  # the body is all JSON: the lower of the two limits applies
+    limit, flag = min((options.max_request_bytes, "--max-request-bytes"),
+                      (options.max_json_bytes, "--max-json-bytes"))
+    body = await read_body(request, limit, flag, options.body_timeout)
     with server.repository.use(name, version, label) as servable:
         request.state.version = str(servable.version)
         doc = await convert(len(body), loads, body)

@@ -72,6 +72,19 @@ def _keras_loader(version: str) -> Any:
         ) from exc
 
 
+def _tf_signature(path: str, model: Model, xs: list[np.ndarray]) -> dict[str, Any]:
+    """TensorFlow's outputs of the SavedModel signature tfless loaded (outputs by key)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        raise MissingExtra("tensorflow", "test",
+                           "tfless verify (it compares with TensorFlow itself)") from exc
+    fn = tf.saved_model.load(str(path)).signatures[model.meta["signature"]]
+    out = fn(**{spec.name: tf.constant(x) for spec, x in zip(model.inputs, xs)})
+    return {k: v.numpy() for k, v in out.items()}
+
+
 def _flatten(value: Any) -> list[Any]:
     """Keras's output structure flattened in its own order (dict keys sorted)."""
     if isinstance(value, dict):
@@ -86,9 +99,15 @@ def verify(path: str, n: int = 4, weights: str | None = None) -> list[OutputRepo
     version = str(model.meta.get("keras_version", ""))
     if weights is not None:
         raise TflessError("verify compares full model files; save the model with model.save()")
-    reference = _keras_loader(version)(path)
     xs = sample_inputs(model, n)
-    want = reference.predict(xs if len(xs) > 1 else xs[0], verbose=0)
+    if model.meta.get("format") == "graphdef":
+        raise TflessError("verify compares with Keras or a SavedModel signature; a frozen "
+                          "GraphDef has neither")
+    if "signature" in model.meta:  # a TF graph SavedModel: compare with TF's signature
+        want = _tf_signature(path, model, xs)
+    else:
+        reference = _keras_loader(version)(path)
+        want = reference.predict(xs if len(xs) > 1 else xs[0], verbose=0)
     got = model.predict(xs, structured=False)
     want_list = [np.asarray(w) for w in _flatten(want)]
     got_list = got if isinstance(got, list) else [got]

@@ -489,3 +489,10 @@ def test_graphdef_runs_and_hostile_graphdefs_fail_cleanly(tmp_path: Path) -> Non
     ])
     with pytest.raises(tfless.ModelFormatError, match="node 'y' reads 'ghost:0', which no node"):
         tfless.load(dangling, inputs=["x"])
+
+
+def test_verify_compares_with_the_tf_signature(module_dir: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "tfless.cli", "verify", str(module_dir)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "logits" in out.stdout and "best" in out.stdout and "max abs diff" in out.stdout

@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     attention,
     convolutional,
     core,
+    keras_numpy,
     merging,
     normalization,
     pooling,

@@ -122,9 +122,11 @@ def parquet_chunks(files: Sequence[Path], columns: list[str] | None,
 
     for f in files:
         try:
-            fragments = list(ds.dataset(str(f), format="parquet").get_fragments())
+            dataset = ds.dataset(str(f), format="parquet")
+            fragments = list(dataset.get_fragments())
         except _arrow_error(pa) as exc:
             raise InputError(f"{f}: cannot read as Parquet: {_one_line(exc)}") from exc
+        _check_names(f, list(dataset.schema.names), columns or [])
         offset = 0
         for fragment in fragments:
             for group in fragment.split_by_row_group():
@@ -468,6 +470,10 @@ def _check_present(kind: str, f: Path, wanted: list[str]) -> None:
             names = list(pcsv.open_csv(str(f)).schema.names)
         except _arrow_error(pa) as exc:
             raise InputError(f"{f}: cannot read as CSV: {_one_line(exc)}") from exc
+    _check_names(f, names, wanted)
+
+
+def _check_names(f: Path, names: list[str], wanted: Sequence[str]) -> None:
     from .columns import _names
 
     for c in wanted:

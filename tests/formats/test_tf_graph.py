@@ -496,3 +496,10 @@ def test_verify_compares_with_the_tf_signature(module_dir: Path) -> None:
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "logits" in out.stdout and "best" in out.stdout and "max abs diff" in out.stdout
+
+
+def test_saved_model_pb_alone_points_at_its_directory(exports: dict) -> None:
+    path, _, _ = exports["mlp"]
+    with pytest.raises(tfless.ModelFormatError, match="graph file of a SavedModel; load the "
+                                                      "directory"):
+        tfless.load(path / "saved_model.pb")

@@ -40,6 +40,9 @@ def sniff(path: Path) -> str:
         return "json"
     if is_graphdef(head):
         return "graphdef"
+    if path.name == "saved_model.pb":
+        raise ModelFormatError(f"{path}: is the graph file of a SavedModel; load the "
+                               f"directory that holds it ({path.parent}) with its variables/")
     raise ModelFormatError(
         f"{path}: not a Keras model file (not HDF5, not a .keras zip, not JSON, not .tflite; "
         f"starts with {head[:8]!r})"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -124,8 +125,20 @@ def test_bad_arguments_of_other_commands(args: list[str], words: str, model: Pat
     assert_one_line_error(run(*[str(model) if a == "M" else a for a in args]), words)
 
 
-def test_serve_with_a_bad_model_is_one_line(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.h5"
-    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(600))  # an HDF5 signature, nothing after it
+@pytest.mark.parametrize("damage", ["hdf5_header_only", "bad_crc"])
+def test_serve_with_a_bad_model_is_one_line(damage: str, model: Path, tmp_path: Path) -> None:
+    if damage == "hdf5_header_only":
+        bad = tmp_path / "bad.h5"
+        bad.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(600))  # an HDF5 signature, then nothing
+    else:  # a member whose CRC does not match: zipfile's BadZipFile was a 30-line traceback
+        bad = tmp_path / "bad.keras"
+        with zipfile.ZipFile(model) as src, zipfile.ZipFile(bad, "w", zipfile.ZIP_DEFLATED) as dst:
+            for name in src.namelist():
+                dst.writestr(name, src.read(name))
+        with zipfile.ZipFile(bad) as z:
+            crc = z.getinfo("config.json").CRC.to_bytes(4, "little")
+        bad.write_bytes(bad.read_bytes().replace(crc, bytes(b ^ 0x55 for b in crc)))
     proc = run("serve", str(bad), "--port", "0")
-    assert_one_line_error(proc, "tfless serve: error:", "bad.h5", "ModelFormatError")
+    assert_one_line_error(proc, "tfless serve: error:", bad.name, "ModelFormatError")
+    proc = run("predict", str(bad), "-i", "-", stdin=b"[[1, 2, 3, 4]]")
+    assert_one_line_error(proc, "tfless predict: error:", bad.name)

@@ -149,3 +149,20 @@ def test_quantized_einsum_dense_is_refused(tmp_path: Path) -> None:
     model.save(tmp_path / "e.keras")
     with pytest.raises(tfless.UnsupportedLayer, match="is quantized"):
         tfless.load(tmp_path / "e.keras")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "c"])
+def test_exports_refuse_keras_quantized_layers(fmt: str, tmp_path: Path) -> None:
+    """The ONNX and C exporters read float weights directly: quantized layers are refused
+    (the C export used to write code that computed with the raw int8 values)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "q.keras"
+    _model("int8", None).save(path)
+    run = subprocess.run([sys.executable, "-m", "tfless.cli", "export", str(path), "-f", fmt,
+                          "-o", str(tmp_path / "out")], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 2
+    assert "(Dense, quantized)" in run.stderr and "(Embedding, quantized)" in run.stderr
+    assert not (tmp_path / "out").exists()

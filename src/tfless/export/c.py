@@ -1321,7 +1321,12 @@ class CSource:
 
 def check_exportable(graph: Graph) -> None:
     """Fail before writing anything if a layer has no C emitter."""
-    missing = [(n.name, n.op) for n in graph.nodes if n.op not in EMITTERS]
+    from ..ops.quantized import runs_keras_quantized
+
+    # Keras quantized layers (model.quantize) keep int weights the emitters cannot read.
+    missing = [(n.name, n.op + ", quantized" if runs_keras_quantized(n.op, n.config) else n.op)
+               for n in graph.nodes
+               if n.op not in EMITTERS or runs_keras_quantized(n.op, n.config)]
     if missing:
         listed = ", ".join(f"'{name}' ({op})" for name, op in missing)
         raise UnsupportedLayer(

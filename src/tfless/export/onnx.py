@@ -105,8 +105,12 @@ def _load_converters() -> None:
 
 
 def unsupported_nodes(graph: Graph) -> list[Node]:
+    from ..ops.quantized import runs_keras_quantized
+
     _load_converters()
-    return [n for n in graph.nodes if n.op not in CONVERTERS]
+    # Keras quantized layers (model.quantize) keep int weights the converters cannot read.
+    return [n for n in graph.nodes
+            if n.op not in CONVERTERS or runs_keras_quantized(n.op, n.config)]
 
 
 # ----- static facts about the graph's tensors -----------------------------------------
@@ -306,7 +310,11 @@ class OnnxBuilder:
 def _check_supported(graph: Graph) -> None:
     missing = unsupported_nodes(graph)
     if missing:
-        listed = ", ".join(f"'{n.name}' ({n.op})" for n in missing[:10])
+        from ..ops.quantized import runs_keras_quantized
+
+        listed = ", ".join(f"'{n.name}' ({n.op}"
+                           f"{', quantized' if runs_keras_quantized(n.op, n.config) else ''})"
+                           for n in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise UnsupportedLayer(
             f"ONNX export does not support layer {listed}{more} yet; nothing was written. "

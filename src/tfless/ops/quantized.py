@@ -357,3 +357,9 @@ def keras_quantized_table(config: dict, weights: dict) -> np.ndarray:
                             weights["g_idx"], axis=-1)
     scale = np.asarray(weights["embeddings_scale"], F32)
     return (table.astype(F32) / scale[:, None]).astype(F32)
+
+
+def runs_keras_quantized(op: str, config: dict) -> bool:
+    """A Dense/Embedding node that computes with Keras's quantized arithmetic (exporters
+    that read the float weights directly must refuse it)."""
+    return op in ("Dense", "Embedding") and keras_quantization(config) is not None

@@ -237,6 +237,9 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ragged[3] = ragged[3][:4]
     pq.write_table(pa.table({"features": pa.array(ragged)}), d / "ragged.parquet")
     pq.write_table(mlp_table(x).append_column("probs", pa.array(np.arange(20))), d / "clash.parquet")
+    (d / "parts").mkdir()
+    pq.write_table(mlp_table(x), d / "parts" / "0.parquet")
+    pq.write_table(pa.table({"feats": pa.array(x.tolist())}), d / "parts" / "1.parquet")
     (d / "garbage.parquet").write_bytes(b"PAR1 this is not parquet")
     (d / "text.csv").write_text("id,f0\n1,abc\n2,def\n")
     return d
@@ -251,6 +254,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["-i", "nan.parquet"], "nan.parquet row group 2: column 'features' has a NaN/null value in row 13"),
     (["-i", "ragged.parquet"], "column 'features' has ragged lists: row 0 has 8 values, row 3 has 4"),
     (["-i", "garbage.parquet"], "garbage.parquet: cannot read as Parquet"),
+    (["-i", "parts"], "1.parquet: column 'features' is missing; the columns present are ['feats']"),
     (["-i", "text.csv", "--columns", "f0"], "column 'f0' has type string"),
     (["-i", "good.parquet", "--keep-columns", "nope"], "column 'nope' is missing"),
     (["-i", "nothing-*.parquet"], "the pattern matches no files"),

@@ -207,6 +207,9 @@ def score_to_parquet(model_path: str, input: str, fmt: str, out_dir: str, *,
                      weights: str | None, cmap: ColumnMap, batch_size: int | None,
                      workers: int, cluster: str | None) -> None:
     """Read with Spark, score with `predict_udf`, write Parquet part files to `out_dir`."""
+    from pyspark.sql import SparkSession
+
+    already = SparkSession.getActiveSession()  # the caller's session stays up
     spark = session(workers, cluster)
     try:
         reader = spark.read
@@ -230,7 +233,7 @@ def score_to_parquet(model_path: str, input: str, fmt: str, out_dir: str, *,
             raise
         raise clear from exc
     finally:
-        if cluster is None:
+        if already is None:
             spark.stop()
 
 

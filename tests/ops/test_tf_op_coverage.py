@@ -218,7 +218,13 @@ def _tf_keras_model(path: Path) -> None:
     x = tf_keras.layers.MaxPooling2D()(x)
     x = tf_keras.layers.Flatten()(x)
     x = tf_keras.layers.Dense(5, activation="softmax")(x)
-    tf_keras.Model(inp, x).save(str(path), save_format="tf")
+    tf_keras.Model(inp, x).save(str(path / "cnn"), save_format="tf")
+    # tf_keras RNN layers save a different While graph from Keras 3's (cuDNN-selectable
+    # functions, masks as inputs)
+    tokens = tf_keras.Input((6,), dtype="int32")
+    e = tf_keras.layers.Embedding(20, 8, mask_zero=True)(tokens)
+    e = tf_keras.layers.Bidirectional(tf_keras.layers.LSTM(4, return_sequences=True))(e)
+    tf_keras.Model(tokens, tf_keras.layers.GRU(3)(e)).save(str(path / "rnn"), save_format="tf")
 
 
 def _frozen_graph() -> Any:
@@ -273,8 +279,9 @@ def graph_ops(exported: dict[str, tuple[Any, Path]],
         found[f"keras3 export {name}"] = _saved_model_ops(path)
     _tf_module(root / "module")
     found["tf.Module"] = _saved_model_ops(root / "module")
-    _tf_keras_model(root / "tf_keras")
-    found["tf_keras SavedModel"] = _saved_model_ops(root / "tf_keras")
+    _tf_keras_model(root)
+    found["tf_keras SavedModel cnn"] = _saved_model_ops(root / "cnn")
+    found["tf_keras SavedModel rnn"] = _saved_model_ops(root / "rnn")
     gd = _frozen_graph()
     found["frozen GraphDef"] = Counter(nd.op for nd in gd.node)
     return found

@@ -140,12 +140,31 @@ def test_keras_quantized_layers_match_keras(mode: str, block_size: int | None,
     assert_close(got, [np.asarray(want)], f"keras {mode} block {block_size}")
 
 
-def test_quantized_einsum_dense_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["int8", "float8"])
+def test_keras_quantized_einsum_dense_matches_keras(mode: str, tmp_path: Path) -> None:
+    import keras
+
+    L = keras.layers
+    x = keras.Input((6, 8))
+    h = L.EinsumDense("abc,cd->abd", output_shape=(None, 12), bias_axes="d",
+                      activation="relu")(x)
+    h = L.EinsumDense("abc,cde->abde", output_shape=(None, 3, 4), bias_axes="e")(h)
+    h = L.EinsumDense("abde,def->abf", output_shape=(None, 5))(h)
+    model = keras.Model(x, h)
+    randomize_weights(model, seed=9)
+    model.quantize(mode)
+    model.save(tmp_path / "e.keras")
+    inputs = np.random.default_rng(2).normal(size=(3, 6, 8)).astype(np.float32)
+    want = np.asarray(model.predict(inputs, verbose=0))
+    assert_close(tfless.load(tmp_path / "e.keras").predict(inputs), [want], f"einsum {mode}")
+
+
+def test_int4_einsum_dense_is_refused(tmp_path: Path) -> None:
     import keras
 
     inp = keras.Input((6,))
     model = keras.Model(inp, keras.layers.EinsumDense("ab,bc->ac", output_shape=4)(inp))
-    model.quantize("int8")
+    model.quantize("int4")
     model.save(tmp_path / "e.keras")
     with pytest.raises(tfless.UnsupportedLayer, match="is quantized"):
         tfless.load(tmp_path / "e.keras")

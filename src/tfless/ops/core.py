@@ -10,6 +10,7 @@ from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from .activations import get_activation
 from .quantized import (
     keras_quantization,
+    keras_quantized_einsum,
     keras_quantized_kernel,
     keras_quantized_table,
     keras_weight_names,
@@ -70,7 +71,8 @@ def _runs_quantized(config: dict[str, Any], weight: str | None) -> bool:
     """A layer quantized in a mode tfless computes (ops/quantized.py): int8/int4/float8
     Dense, int8/int4 Embedding."""
     q = keras_quantization(config) if weight else None
-    modes = ("int8", "int4", "float8") if weight == "kernel" else ("int8", "int4")
+    modes = {"kernel": ("int8", "int4", "float8"), "embeddings": ("int8", "int4"),
+             "einsum_kernel": ("int8", "float8")}.get(str(weight), ())
     return q is not None and q["mode"] in modes
 
 
@@ -89,7 +91,7 @@ def _quantizable(names: Any, weight: str | None = None) -> Any:
     def weight_names(config: dict[str, Any]) -> Any:
         plain = list(names(config) if callable(names) else names)
         if _runs_quantized(config, weight):
-            return keras_weight_names(config, plain, str(weight))
+            return keras_weight_names(config, plain, str(weight).replace("einsum_", ""))
         _check_float(config, weight)
         return plain
 
@@ -133,16 +135,22 @@ def _einsum_weight_names(config: dict[str, Any]) -> list[str]:
     return ["kernel", "bias"] if config.get("bias_axes") else ["kernel"]
 
 
-@register("EinsumDense", weights=_quantizable(_einsum_weight_names))
+@register("EinsumDense", weights=_quantizable(_einsum_weight_names, "einsum_kernel"))
 def build_einsum_dense(config: dict, weights: dict) -> Any:
-    check_no_quantization(config)
+    product = None
+    if _runs_quantized(config, "einsum_kernel"):
+        product = keras_quantized_einsum(config, weights)
+        if keras_quantization(config)["mode"] == "float8" and weights.get("bias") is not None:
+            weights = {**weights, "bias": round_to_bfloat16(weights["bias"])}  # as Keras
+    else:
+        _check_float(config, "einsum_kernel")
     equation = config["equation"]
     kernel = weights["kernel"]
     bias = weights.get("bias")
     act = get_activation(config.get("activation"), config.get("name", ""))
 
     def run(x: np.ndarray) -> np.ndarray:
-        y = np.einsum(equation, x, kernel, optimize=True)
+        y = np.einsum(equation, x, kernel, optimize=True) if product is None else product(x)
         if bias is not None:
             y = y + bias
         return act(y)

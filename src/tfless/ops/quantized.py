@@ -360,6 +360,53 @@ def keras_quantized_table(config: dict, weights: dict) -> np.ndarray:
 
 
 def runs_keras_quantized(op: str, config: dict) -> bool:
-    """A Dense/Embedding node that computes with Keras's quantized arithmetic (exporters
+    """A Dense/EinsumDense/Embedding node that computes with Keras's quantized arithmetic (exporters
     that read the float weights directly must refuse it)."""
-    return op in ("Dense", "Embedding") and keras_quantization(config) is not None
+    return op in ("Dense", "Embedding", "EinsumDense") and keras_quantization(config) is not None
+
+
+def keras_quantized_einsum(config: dict, weights: dict) -> Callable[[np.ndarray], np.ndarray]:
+    """EinsumDense in int8 or float8 mode: its output before bias and activation. int8
+    quantizes the input with AbsMax over the contracted input axes; the stored
+    kernel_scale is already laid out to broadcast over the output."""
+    from ..errors import UnsupportedLayer
+
+    q = keras_quantization(config)
+    assert q is not None
+    name, equation = config.get("name", ""), str(config["equation"])
+    kernel = np.asarray(weights["kernel"])
+    if q["mode"] == "float8":
+        w8 = _qdq_float8(kernel, weights["kernel_scale"])
+        in_scale = np.asarray(weights["inputs_scale"], F32)
+        return lambda x: np.einsum(equation, _qdq_float8(x, in_scale), w8).astype(F32)
+    lhs, _, out = equation.partition("->")
+    left, _, _ = lhs.partition(",")
+    if "." in equation or not out:
+        raise UnsupportedLayer(f"layer '{name}': quantized EinsumDense with equation "
+                               f"'{equation}' is not supported (explicit axes only)")
+    reduced = tuple(i for i, ch in enumerate(left) if ch not in out)
+    kept = "".join(ch for ch in left if ch in out)
+    kernel_scale = np.asarray(weights["kernel_scale"], F32)
+    wf = kernel.astype(np.float64)
+    activation = q["activation"]
+    if activation in (None,) or (isinstance(activation, dict) and not activation):
+        return lambda x: (np.einsum(equation, np.asarray(x, np.float64), wf).astype(F32)
+                          / kernel_scale).astype(F32)
+    acfg = (activation.get("config") or {}) if isinstance(activation, dict) else {}
+    value_range = tuple(int(v) for v in acfg.get("value_range", (-127, 127)))
+    epsilon = F32(acfg.get("epsilon", 1e-7))
+
+    def product(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, F32)
+        scale = (F32(value_range[1]) / (np.max(np.abs(x), axis=reduced, keepdims=True)
+                                        + epsilon)).astype(F32)
+        xq = np.clip(np.round(x * scale), value_range[0], value_range[1])
+        # The input scale, laid out over the output axes (size 1 where it does not vary).
+        s = np.squeeze(scale, axis=reduced)
+        order = sorted(kept, key=out.index)
+        s = np.einsum(f"{kept}->{''.join(order)}", s)
+        s = s.reshape([s.shape[order.index(ch)] if ch in kept else 1 for ch in out])
+        acc = np.einsum(equation, xq.astype(np.float64), wf).astype(F32)
+        return (acc / (s * kernel_scale)).astype(F32)
+
+    return product

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import UnsupportedLayer
 from ..formats.keras_config import TENSOR
 from ..graph import Graph, Node
-from .keras_layers import READER_FIELDS, snake, translate_layer
+from .keras_layers import READER_FIELDS, TF_FUNCTIONS, snake, translate_layer
 from .keras_signatures import KERAS_VERSION, OPS_MODULES
 
 KERAS_FORMATS = {"hdf5", "keras", "json+h5", "savedmodel"}
@@ -99,6 +99,9 @@ class _Writer:
         if node.op.startswith("keras.ops.") and node.op[len("keras.ops."):] in OPS_MODULES:
             self.add_operation(node)
             return
+        if node.op == "TFOpLambda" and node.config.get("function") in TF_FUNCTIONS:
+            self.add_tf_function(node)
+            return
         if node.op not in ("TimeDistributedFold", "TimeDistributedUnfold") and "." in node.op:
             raise UnsupportedLayer(
                 f"node '{node.name}' is the operation {node.op}, not a Keras layer; only Keras "
@@ -154,6 +157,24 @@ class _Writer:
         self.weights.append(None)
         for i, tid in enumerate(node.outputs):
             self.history[tid] = (name, 0, i)
+
+    def add_tf_function(self, node: Node) -> None:
+        """A tf_keras TFOpLambda (`x + 3.0` in a tf_keras functional model) as the keras.ops
+        operation Keras 3 records for the same expression."""
+        function = node.config["function"]
+        cls, names = TF_FUNCTIONS[function]
+        args = list(node.config.get("call_args") or [{TENSOR: 0}])
+        kwargs = dict(node.config.get("call_kwargs") or {})
+        for arg_name in names[len(args):]:
+            if arg_name not in kwargs:
+                raise UnsupportedLayer(f"layer '{node.layer}' (tf.{function}) has no argument "
+                                       f"'{arg_name}'; it cannot be upgraded")
+            args.append(kwargs.pop(arg_name))
+        op_node = Node(node.name, f"keras.ops.{cls}",
+                       {"name": node.layer.replace(".", "_"), "call_args": args,
+                        "call_kwargs": {}}, {}, node.inputs, node.outputs, node.layer)
+        self.add_operation(op_node)
+        self.notes.append(f"{node.layer}: TFOpLambda tf.{function} written as keras.ops {cls}")
 
     def call(self, node: Node) -> dict[str, Any]:
         args = node.config.get("call_args")

@@ -39,6 +39,21 @@ GATE_SCALE = 1.2  # Keras 3 hard_sigmoid(1.2 z) = clip(0.2 z + 0.5, 0, 1)
 
 Weights = list[tuple[str, np.ndarray]]
 
+# Layers keras.applications defines outside keras.layers: module, constructor arguments.
+APPLICATION_LAYERS = {
+    "LayerScale": ("keras.src.applications.convnext", ("init_values", "projection_dim")),
+    "StochasticDepth": ("keras.src.applications.convnext", ("drop_path_rate",)),
+    "CustomScaleLayer": ("keras.src.applications.inception_resnet_v2", ("scale",)),
+}
+# tf_keras TFOpLambda functions that are one keras.ops operation with the same float32 math:
+# function -> (keras.ops class, its argument names in order)
+TF_FUNCTIONS = {
+    "__operators__.add": ("Add", ("x", "y")), "math.add": ("Add", ("x", "y")),
+    "math.multiply": ("Multiply", ("x", "y")), "math.subtract": ("Subtract", ("x", "y")),
+    "math.truediv": ("Divide", ("x", "y")), "math.maximum": ("Maximum", ("x", "y")),
+    "math.minimum": ("Minimum", ("x", "y")),
+}
+
 
 def snake(name: str) -> str:
     from ..formats.keras_config import snake_case
@@ -166,6 +181,13 @@ def translate_layer(cls: str, config: dict[str, Any], weights: dict[str, np.ndar
     """-> (Keras 3 layer entry without inbound nodes, weights by object path, layers to
     apply after it)."""
     label = str(config.get("name", cls))
+    if cls in APPLICATION_LAYERS:
+        module, params = APPLICATION_LAYERS[cls]
+        cfg = {k: v for k, v in config.items() if k in params or k in BASE_FIELDS}
+        cfg["dtype"] = "float32"
+        arrays = _ordered(cls, config, weights, label) if weights else []
+        entry = {"module": module, "class_name": cls, "config": cfg, "registered_name": cls}
+        return entry, [(f"vars/{i}", a) for i, a in enumerate(arrays)], []
     if cls not in LAYERS:
         raise UnsupportedLayer(
             f"layer '{label}' is a {cls}, which is not a Keras 3 layer class "

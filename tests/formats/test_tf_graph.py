@@ -503,3 +503,31 @@ def test_saved_model_pb_alone_points_at_its_directory(exports: dict) -> None:
     with pytest.raises(tfless.ModelFormatError, match="graph file of a SavedModel; load the "
                                                       "directory"):
         tfless.load(path / "saved_model.pb")
+
+
+def test_inlined_call_names_never_collide_with_graph_names(tmp_path: Path) -> None:
+    """`call` inlines its body as `call/y`; the graph has its own node named `call/y`."""
+    from tensorflow.core.framework import function_pb2, graph_pb2, types_pb2
+
+    graph = graph_pb2.GraphDef()
+    fdef = function_pb2.FunctionDef()
+    fdef.signature.name = "double"
+    fdef.signature.input_arg.add(name="a", type=types_pb2.DT_FLOAT)
+    fdef.signature.output_arg.add(name="out", type=types_pb2.DT_FLOAT)
+    inner = fdef.node_def.add(name="y", op="AddV2", input=["a", "a"])
+    inner.attr["T"].type = types_pb2.DT_FLOAT
+    fdef.ret["out"] = "y:z:0"
+    graph.library.function.append(fdef)
+    x = graph.node.add(name="x", op="Placeholder")
+    x.attr["dtype"].type = types_pb2.DT_FLOAT
+    for d in (-1, 2):
+        x.attr["shape"].shape.dim.add(size=d)
+    own = graph.node.add(name="call/y", op="Neg", input=["x"])
+    own.attr["T"].type = types_pb2.DT_FLOAT
+    call = graph.node.add(name="call", op="PartitionedCall", input=["x"])
+    call.attr["f"].func.name = "double"
+    total = graph.node.add(name="total", op="AddV2", input=["call/y", "call"])
+    total.attr["T"].type = types_pb2.DT_FLOAT
+    (tmp_path / "g.pb").write_bytes(graph.SerializeToString())
+    xs = np.array([[1.0, 2.0]], np.float32)
+    np.testing.assert_array_equal(tfless.load(tmp_path / "g.pb").predict(xs), -xs + 2 * xs)

@@ -23,6 +23,7 @@ from . import (  # noqa: F401
     tf,
     tflite,
     tflite_quant,
+    tflite_quant_ops,
     tfop,
 )
 from .registry import REGISTRY, OpSpec, get_op, register, supported_ops

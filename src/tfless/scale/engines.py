@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import threading
 import time
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import errors
 from ..errors import InputError, MissingExtra, TflessError
 from .columns import ColumnMap, output_columns, parse_columns
 
@@ -112,6 +114,28 @@ def empty_outputs(model: Any) -> dict[str, np.ndarray]:
              for s in model.inputs]
     outs = model.predict(zeros, structured=False)
     return {k: v[:0] for k, v in output_columns(model, outs).items()}
+
+
+def worker_error(exc: BaseException) -> TflessError | None:
+    """The TflessError a worker raised, from the engine's wrapper around it (Spark's Java
+    exception, Ray's task error carry it as text in a traceback), so the caller gets its one
+    line instead of pages of trace; None if the failure is not one of ours."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the exception chain, where the engine keeps it
+        if seen is None:
+            break
+        if isinstance(seen, TflessError):
+            return seen
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    found = re.search(r"tfless\.errors\.(\w+): ([^\n]*)", str(exc))
+    if not found:
+        return None
+    cls = getattr(errors, found.group(1), TflessError)
+    message = re.sub(r"\x1b\[[0-9;]*m", "", found.group(2)).strip()
+    try:
+        return cls(message)
+    except TypeError:  # an error class with its own constructor (MissingExtra)
+        return TflessError(message)
 
 
 # ----- files --------------------------------------------------------------------------------

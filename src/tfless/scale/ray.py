@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from .columns import ColumnMap, parse_columns, to_arrow
-from .engines import cached_model, require, score_batch
+from .engines import cached_model, require, score_batch, worker_error
 
 
 class Predictor:
@@ -38,13 +38,10 @@ class Predictor:
             columns, self.model, exclude=tuple(keep))
         self.batch_size = batch_size
         self.keep = tuple(keep)
-        self.rows = 0  # rows seen by this actor, so errors name the row
 
     def __call__(self, batch: Any) -> Any:
         outputs: dict[str, Any] = dict(score_batch(
-            self.model, self.cmap, batch, self.batch_size, "Ray batch", self.rows))
-        n = len(next(iter(outputs.values()))) if outputs else 0
-        self.rows += n
+            self.model, self.cmap, batch, self.batch_size, "Ray batch"))
         for name in self.keep:
             if name in outputs:
                 raise InputError(f"kept column '{name}' has the name of a model output")
@@ -119,26 +116,10 @@ def score_to_parquet(model_path: str, input: str, fmt: str, out_dir: str, *,
                         concurrency=workers)
         preds.write_parquet(out_dir)
     except Exception as exc:
-        clear = _ray_error(exc)
+        clear = worker_error(exc)
         if clear is None:
             raise
         raise clear from exc
     finally:
         if started:
             ray.shutdown()
-
-
-def _ray_error(exc: Exception) -> Exception | None:
-    """A TflessError raised in an actor reaches the driver wrapped (RayTaskError, or a
-    UserCodeException); give back the original one-line error."""
-    from ..errors import TflessError
-
-    seen = exc
-    for _ in range(8):
-        if isinstance(seen, TflessError):
-            return seen
-        cause = getattr(seen, "cause", None) or seen.__cause__
-        if cause is None:
-            return None
-        seen = cause
-    return None

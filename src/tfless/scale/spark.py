@@ -24,7 +24,6 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import re
 import shutil
 import sys
 import warnings
@@ -33,10 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import errors
 from ..errors import InputError, TflessError
 from .columns import ColumnMap
-from .engines import bound_columns, cached_model, empty_outputs, require, score_batch
+from .engines import bound_columns, cached_model, empty_outputs, require, score_batch, worker_error
 
 DEFAULT_BATCH_SIZE = 1024
 
@@ -248,18 +246,11 @@ def _kind(dtype: Any) -> str:
 
 
 def _spark_error(exc: Exception, input: str) -> TflessError | None:
-    """A TflessError raised on a worker reaches the driver inside a Java exception's text;
-    give back its one line instead of pages of JVM trace (None: not one of ours)."""
-    if isinstance(exc, TflessError):
-        return exc
-    text = str(exc)
-    found = re.search(r"tfless\.errors\.(\w+): (.*)", text)
-    if found:
-        cls = getattr(errors, found.group(1), TflessError)
-        try:
-            return cls(found.group(2).strip())
-        except TypeError:  # an error class with its own constructor
-            return TflessError(found.group(2).strip())
+    """A worker's TflessError from inside the Java exception, or Spark's own one-line
+    reason for an unreadable input (None: not one of ours)."""
+    ours = worker_error(exc)
+    if ours is not None:
+        return ours
     if type(exc).__name__ == "AnalysisException":
-        return InputError(f"{input}: Spark cannot read it: {text.splitlines()[0]}")
+        return InputError(f"{input}: Spark cannot read it: {str(exc).splitlines()[0]}")
     return None

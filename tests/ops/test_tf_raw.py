@@ -498,10 +498,37 @@ LINALG_CASES = [
     case("Unique", {"x": a([2.5, -1.0, 2.5], "float32")}, "f32-i64", out_idx="int64"),
     case("InvertPermutation", {"x": a([2, 0, 3, 1])}),
 ]
-ALL_CASES = (LINALG_CASES + QUANT_CASES + IMAGE_CASES + BINARY_CASES + COMPARE_CASES + UNARY_CASES
-             + NN_ACT_CASES + CAST_CASES
-             + MATMUL_CASES + REDUCE_CASES + CONV_CASES + POOL_CASES + BN_CASES + SHAPE_CASES
-             + STRIDED_CASES)
+SORTED = np.sort(f32(3, 6), axis=-1)
+MISC_CASES = [
+    case("Mod", {"x": IA, "y": IB}, "i32"), case("Mod", {"x": X, "y": POS}, "f32"),
+    case("CumulativeLogsumexp", {"x": X, "axis": a(1)}),
+    case("CumulativeLogsumexp", {"x": X, "axis": a(-1)}, "exclusive-reverse", exclusive=True,
+         reverse=True),
+    case("LowerBound", {"sorted_inputs": SORTED, "values": np.concatenate(
+        [f32(3, 4), SORTED[:, 1:3]], axis=1)}),
+    case("UpperBound", {"sorted_inputs": SORTED, "values": np.concatenate(
+        [f32(3, 4), SORTED[:, 1:3]], axis=1)}, out_type="int64"),
+    case("HistogramFixedWidth", {"values": X, "value_range": a([-1.0, 1.0], "float32"),
+                                 "nbins": a(5)}),
+    case("HistogramFixedWidth", {"values": IA, "value_range": a([-4, 6]), "nbins": a(3)},
+         "int", dtype="int64"),
+    case("DenseBincount", {"input": i32(7, lo=0, hi=6), "size": a(5),
+                           "weights": np.zeros(0, np.float32)}),
+    case("DenseBincount", {"input": i32(3, 7, lo=0, hi=6), "size": a(6), "weights": f32(3, 7)},
+         "weighted-2d"),
+    case("DenseBincount", {"input": i32(3, 7, lo=0, hi=6), "size": a(4),
+                           "weights": np.zeros(0, np.int32)}, "binary", binary_output=True),
+    case("Bincount", {"arr": i32(9, lo=0, hi=5), "size": a(6), "weights": f32(9)}),
+    case("Roll", {"input": S, "shift": a([2, -1]), "axis": a([1, -1])}),
+    case("Roll", {"input": S, "shift": a([1, 2]), "axis": a([3, 3])}, "same-axis"),
+    case("ReverseSequence", {"input": S, "seq_lengths": a([3, 1], "int64")}, seq_dim=2,
+         batch_dim=0),
+    case("ReverseSequence", {"input": S, "seq_lengths": a([5, 0, 2])}, "batch1", seq_dim=3,
+         batch_dim=1),
+]
+ALL_CASES = (MISC_CASES + LINALG_CASES + QUANT_CASES + IMAGE_CASES + BINARY_CASES
+             + COMPARE_CASES + UNARY_CASES + NN_ACT_CASES + CAST_CASES + MATMUL_CASES
+             + REDUCE_CASES + CONV_CASES + POOL_CASES + BN_CASES + SHAPE_CASES + STRIDED_CASES)
 
 
 @pytest.mark.parametrize("op, inputs, attrs", ALL_CASES)

@@ -336,6 +336,41 @@ def tile(node: TfNode) -> Compute:
     return compute
 
 
+@tf_kernel("Roll")
+def roll(node: TfNode) -> Compute:
+    def compute(x: np.ndarray, shift: np.ndarray, axis: np.ndarray) -> np.ndarray:
+        shifts, axes = ints(shift), ints(axis)
+        if len(shifts) != len(axes):
+            raise node.bad_input(f"shift {shifts} and axis {axes} differ in length")
+        axes = [norm_axis(node, a, x.ndim) for a in axes]
+        return np.roll(x, shifts, axes) if axes else x  # repeated axes add their shifts
+
+    return compute
+
+
+@tf_kernel("ReverseSequence")
+def reverse_sequence(node: TfNode) -> Compute:
+    seq_dim, batch_dim = int(node.attr("seq_dim")), int(node.attr("batch_dim", 0))
+
+    def compute(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        s, b = norm_axis(node, seq_dim, x.ndim), norm_axis(node, batch_dim, x.ndim)
+        lens = np.asarray(lengths).reshape(-1).astype(np.int64)
+        if s == b or lens.size != x.shape[b] or (lens.size and (lens.min() < 0 or
+                                                                lens.max() > x.shape[s])):
+            raise node.bad_input(f"seq_lengths {lens.tolist()} do not fit axis {s} of shape "
+                                 f"{x.shape} (batch axis {b})")
+        shape = [1] * x.ndim
+        shape[s], shape[b] = x.shape[s], x.shape[b]
+        j = np.arange(x.shape[s]).reshape([-1 if a == s else 1 for a in range(x.ndim)])
+        n = lens.reshape([-1 if a == b else 1 for a in range(x.ndim)])
+        # the first n[b] steps of item b run backwards, the rest stay
+        index = np.broadcast_to(np.where(j < n, n - 1 - j, j), shape)
+        full = [x.shape[a] if a not in (s, b) else shape[a] for a in range(x.ndim)]
+        return np.take_along_axis(x, np.broadcast_to(index, full), axis=s)
+
+    return compute
+
+
 @tf_kernel("ReverseV2")
 def reverse_v2(node: TfNode) -> Compute:
     def compute(x: np.ndarray, axis: np.ndarray) -> np.ndarray:

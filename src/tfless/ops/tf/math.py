@@ -56,6 +56,7 @@ BINARY: dict[str, Binary] = {
     "Add": np.add, "AddV2": np.add, "Sub": np.subtract, "Mul": np.multiply,
     "RealDiv": _real_div, "Div": _real_div, "TruncateDiv": _trunc_div,
     "FloorDiv": _floor_div, "FloorMod": np.mod, "TruncateMod": np.fmod,
+    "Mod": np.fmod,  # the old name of TruncateMod (C semantics)
     "Maximum": np.maximum, "Minimum": np.minimum, "Pow": _pow,
     "SquaredDifference": lambda x, y: np.square(x - y),
     "DivNoNan": _div_no_nan,
@@ -64,7 +65,7 @@ BINARY: dict[str, Binary] = {
     "BitwiseAnd": np.bitwise_and, "BitwiseOr": np.bitwise_or, "BitwiseXor": np.bitwise_xor,
     "LeftShift": np.left_shift, "RightShift": np.right_shift,
 }
-INT_DIVISIONS = {"RealDiv", "Div", "TruncateDiv", "FloorDiv", "FloorMod", "TruncateMod"}
+INT_DIVISIONS = {"RealDiv", "Div", "TruncateDiv", "FloorDiv", "FloorMod", "TruncateMod", "Mod"}
 FLOAT_ONLY = {"Atan2", "Xdivy", "DivNoNan"}
 INT_ONLY = {"BitwiseAnd", "BitwiseOr", "BitwiseXor", "LeftShift", "RightShift"}
 
@@ -347,17 +348,27 @@ tf_kernel("ArgMax")(_arg("ArgMax"))
 tf_kernel("ArgMin")(_arg("ArgMin"))
 
 
+SCANS: dict[str, tuple[Callable[..., np.ndarray], float]] = {
+    "Cumsum": (lambda x, axis, dtype: np.cumsum(x, axis=axis, dtype=dtype), 0),
+    "Cumprod": (lambda x, axis, dtype: np.cumprod(x, axis=axis, dtype=dtype), 1),
+    # log(sum(exp)) running along the axis, one logaddexp per step as TF's kernel does
+    "CumulativeLogsumexp": (lambda x, axis, dtype: np.logaddexp.accumulate(x, axis=axis,
+                                                                          dtype=dtype), -np.inf),
+}
+
+
 def _scan(op: str) -> Callable[[TfNode], Compute]:
-    fn = np.cumsum if op == "Cumsum" else np.cumprod
-    identity = 0 if op == "Cumsum" else 1
+    fn, identity = SCANS[op]
 
     def make(node: TfNode) -> Compute:
         exclusive, reverse = bool(node.attr("exclusive", False)), bool(node.attr("reverse", False))
 
         def compute(x: np.ndarray, axis: np.ndarray) -> np.ndarray:
             a = norm_axis(node, int(np.asarray(axis).reshape(-1)[0]), x.ndim)
+            if op == "CumulativeLogsumexp" and x.dtype.kind != "f":
+                raise node.bad_input(f"input of type {x.dtype} is not supported (float only)")
             y = np.flip(x, a) if reverse else x
-            y = fn(y, axis=a, dtype=x.dtype)
+            y = fn(y, a, x.dtype)
             if exclusive:
                 head = np.full_like(np.take(y, [0], axis=a), identity)
                 y = np.concatenate([head, np.take(y, np.arange(y.shape[a] - 1), axis=a)], a)
@@ -368,8 +379,8 @@ def _scan(op: str) -> Callable[[TfNode], Compute]:
     return make
 
 
-tf_kernel("Cumsum")(_scan("Cumsum"))
-tf_kernel("Cumprod")(_scan("Cumprod"))
+for _op in SCANS:
+    tf_kernel(_op)(_scan(_op))
 
 __all__ = ["BINARY", "COMPARISONS", "REDUCERS", "UNARY", "to_dtype"]
 
@@ -386,3 +397,85 @@ def bucketize(node: TfNode) -> Compute:
             np.int32)
 
     return compute
+
+
+def _bounds(side: str) -> Callable[[TfNode], Compute]:
+    def make(node: TfNode) -> Compute:
+        out = node.dtype("out_type", "int32")
+
+        def compute(sorted_inputs: np.ndarray, values: np.ndarray) -> np.ndarray:
+            if sorted_inputs.ndim != 2 or values.ndim != 2 or \
+                    sorted_inputs.shape[0] != values.shape[0]:
+                raise node.bad_input(f"needs 2-D sorted_inputs and values with the same rows, "
+                                     f"got {sorted_inputs.shape} and {values.shape}")
+            # per row, how many sorted entries lie below (or at) each value: searchsorted
+            # of every row at once
+            below = sorted_inputs[:, None, :] < values[:, :, None] if side == "left" else \
+                sorted_inputs[:, None, :] <= values[:, :, None]
+            return below.sum(axis=-1).astype(out)
+
+        return compute
+
+    return make
+
+
+tf_kernel("LowerBound")(_bounds("left"))
+tf_kernel("UpperBound")(_bounds("right"))
+
+
+@tf_kernel("HistogramFixedWidth")
+def histogram_fixed_width(node: TfNode) -> Compute:
+    out = node.dtype("dtype", "int32")
+
+    def compute(values: np.ndarray, value_range: np.ndarray, nbins: np.ndarray) -> np.ndarray:
+        n = int(np.asarray(nbins).reshape(-1)[0])
+        rng = np.asarray(value_range).reshape(-1)
+        if n < 1 or rng.size != 2 or not rng[0] < rng[1]:
+            raise node.bad_input(f"needs nbins > 0 and value_range [lo, hi] with lo < hi, got "
+                                 f"{n} and {rng.tolist()}")
+        v = np.asarray(values)
+        lo, hi = rng.astype(v.dtype)
+        # as TF's kernel: the offset in the values' type, then double division by the step
+        step = float(hi - lo) / n
+        with np.errstate(over="ignore"):
+            offset = (v - lo).astype(np.float64)
+        index = np.clip(np.floor(offset / step), 0, n - 1).astype(np.int64).reshape(-1)
+        return np.bincount(index, minlength=n).astype(out)
+
+    return compute
+
+
+def _bincount(node: TfNode, x: np.ndarray, size: Any, weights: np.ndarray, binary: bool
+              ) -> np.ndarray:
+    x, w = arr(x), arr(weights)
+    n = int(np.asarray(size).reshape(-1)[0])
+    if x.dtype.kind not in "iu" or x.ndim not in (1, 2) or n < 0 or (w.size and
+                                                                      w.shape != x.shape):
+        raise node.bad_input(f"needs a 1-D/2-D integer input (got {x.dtype} {x.shape}), size "
+                             f">= 0 (got {n}) and weights of its shape or empty")
+    if x.size and x.min() < 0:
+        raise node.bad_input("input values must be non-negative")
+    rows = x.reshape(-1, x.shape[-1]) if x.ndim == 2 else x.reshape(1, -1)
+    keep = rows < n  # values past size are dropped
+    row_ids = np.broadcast_to(np.arange(rows.shape[0])[:, None], rows.shape)[keep]
+    flat = row_ids * n + rows[keep]
+    if binary or not w.size:
+        counts = np.bincount(flat, minlength=rows.shape[0] * n)
+        counts = np.minimum(counts, 1) if binary else counts
+        y = counts.astype(w.dtype)
+    else:
+        wr = w.reshape(rows.shape)[keep]
+        y = np.bincount(flat, weights=wr.astype(np.float64), minlength=rows.shape[0] * n
+                        ).astype(w.dtype)
+    return y.reshape(rows.shape[0], n) if x.ndim == 2 else y
+
+
+@tf_kernel("DenseBincount")
+def dense_bincount(node: TfNode) -> Compute:
+    binary = bool(node.attr("binary_output", False))
+    return lambda x, size, weights: _bincount(node, x, size, weights, binary)
+
+
+@tf_kernel("Bincount")
+def bincount(node: TfNode) -> Compute:
+    return lambda x, size, weights: _bincount(node, x, size, weights, False)

@@ -209,6 +209,62 @@ def _tf_module(path: Path) -> None:
         "serving_default": module.predict, "top": module.top})
 
 
+def _tf_functions(x: Any, img: Any) -> dict[str, Any]:
+    """~30 common tf.* calls, each lowering to raw ops the Keras exports do not hold (sorts
+    via TopKV2, Roll, ReverseSequence, bounds, histograms, bincounts, diagonals, ...)."""
+    batch = tf.shape(x)[0]
+    seq = x[:, :, None]
+    return {
+        "sort": tf.sort(x, axis=-1, direction="DESCENDING"), "argsort": tf.argsort(x),
+        "lse": tf.math.reduce_logsumexp(x, axis=1), "l2": tf.nn.l2_normalize(x, axis=-1),
+        "flip": tf.image.flip_left_right(img), "gray": tf.image.rgb_to_grayscale(img),
+        "std": tf.image.per_image_standardization(img), "clipn": tf.clip_by_norm(x, 1.0),
+        "roll": tf.roll(x, shift=2, axis=1), "var": tf.math.reduce_variance(x, axis=0),
+        "logsig": tf.math.log_sigmoid(x), "ss": tf.searchsorted(tf.sort(x), x * 0.5),
+        "rs": tf.reverse_sequence(seq, tf.fill([batch], 3), seq_axis=1, batch_axis=0),
+        "td": tf.tensordot(x, tf.ones([6, 2]), axes=1),
+        "trace": tf.linalg.trace(tf.reshape(x[:, :4], [-1, 2, 2])),
+        "eye": tf.eye(3) + tf.linalg.diag(x[:, :3]), "lin": tf.linspace(0.0, 1.0, 5),
+        "crop": tf.image.central_crop(img, 0.5), "xor": tf.math.logical_xor(x > 0, x > 0.5),
+        "mom": tf.nn.moments(img, axes=[1, 2])[1],
+        "hist": tf.histogram_fixed_width(x, [-1.0, 1.0], nbins=4),
+        "bincount": tf.math.bincount(tf.cast(tf.abs(x) * 3, tf.int32), minlength=8),
+        "gnd": tf.gather_nd(tf.reshape(x, [-1, 3, 2]), tf.zeros([batch, 2, 1], tf.int32),
+                            batch_dims=1),
+        "cumlse": tf.math.cumulative_logsumexp(x, axis=1),
+        "floor": tf.math.floordiv(x, 0.3),
+        "pool1d": tf.squeeze(tf.nn.avg_pool1d(seq, 2, 2, "VALID"), -1),
+        "c1t": tf.nn.conv1d_transpose(seq, tf.ones([3, 2, 1]), [batch, 12, 2], 2),
+        "d2s": tf.nn.depth_to_space(tf.tile(img, [1, 1, 1, 4]), 2),
+        "pad": tf.pad(img, [[0, 0], [1, 1], [2, 2], [0, 0]], mode="REFLECT"),
+        "minmax": tf.math.reduce_min(img, axis=[1, 2, 3]) + tf.math.reduce_max(img),
+    }
+
+def test_tf_module_of_tf_functions_matches_tf(tmp_path: Path) -> None:
+    import tfless
+
+    module = tf.Module()
+    module.f = tf.function(_tf_functions, input_signature=[
+        tf.TensorSpec([None, 6], tf.float32), tf.TensorSpec([None, 8, 8, 3], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path), signatures=module.f)
+    counts = _saved_model_ops(tmp_path)
+    unknown = sorted(set(counts) - set(tf_op_names()) - READER_OPS)
+    assert not unknown, f"ops without a kernel: {unknown}"
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    img = rng.uniform(0, 1, (3, 8, 8, 3)).astype(np.float32)
+    want = {k: v.numpy() for k, v in module.f(x, img).items()}
+    got = tfless.load(str(tmp_path)).predict({"x": x, "img": img})
+    assert sorted(got) == sorted(want)
+    for key, w in want.items():
+        g = np.asarray(got[key])
+        assert g.dtype == w.dtype and g.shape == w.shape, (key, g.dtype, g.shape, w.shape)
+        if w.dtype.kind == "f":
+            np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-4, err_msg=key)
+        else:
+            np.testing.assert_array_equal(g, w, err_msg=key)
+
+
 def _tf_keras_model(path: Path) -> None:
     import tf_keras
 

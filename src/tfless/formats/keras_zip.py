@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import mmap
 import struct
 import zipfile
 import zlib
@@ -21,7 +20,7 @@ import h5py
 
 from ..errors import ModelFormatError, UnsafeModelError
 from ..graph import Graph
-from .h5_guard import check_heaps
+from .h5_guard import check_collection, check_heaps, find_signatures
 from .keras_config import GraphBuilder, keras_major
 from .limits import DEFAULT_LIMITS, Limits
 from .weights import ObjectPathWeights
@@ -126,19 +125,26 @@ def _data_offset(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> int:
 
 def _check_crc(fp: io.BufferedIOBase, start: int, info: zipfile.ZipInfo, path: Path) -> None:
     """The member's CRC-32, in one sequential pass (a damaged weight byte must not go
-    unnoticed: HDF5 does not checksum raw data)."""
+    unnoticed: HDF5 does not checksum raw data); the same pass finds the HDF5 global heaps,
+    which are then checked (see h5_guard)."""
     fp.seek(start)
-    crc, left = 0, info.file_size
+    crc, left, pos, tail = 0, info.file_size, start, b""
+    heaps: list[int] = []
     while left:
         chunk = fp.read(min(left, CRC_CHUNK))
         if not chunk:
             break
         crc = zlib.crc32(chunk, crc)
+        heaps += find_signatures(tail + chunk, pos - len(tail))
+        tail = chunk[-3:]
+        pos += len(chunk)
         left -= len(chunk)
     if left or crc != info.CRC:
         raise ModelFormatError(
             f"{path}: archive member {info.filename!r} is corrupt (CRC-32 mismatch or truncated)"
         )
+    for heap in heaps:
+        check_collection(fp, heap, start + info.file_size, f"{path}:{info.filename}")
 
 
 @contextmanager
@@ -149,9 +155,9 @@ def open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Itera
     if info.flag_bits & 0x1:
         raise ModelFormatError(f"{path}: archive member {info.filename!r} is encrypted")
     if info.compress_type != zipfile.ZIP_STORED:
-        data = read_member(zf, info, path)
-        check_heaps(data, 0, len(data), f"{path}:{info.filename}")
-        yield io.BytesIO(data)
+        stream = io.BytesIO(read_member(zf, info, path))
+        check_heaps(stream, 0, info.file_size, f"{path}:{info.filename}")
+        yield stream
         return
     start = _data_offset(zf, info, path)
     assert zf.fp is not None
@@ -163,9 +169,6 @@ def open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Itera
             f"file ends {end - start} bytes after its start (truncated?)"
         )
     _check_crc(fp, start, info, path)
-    # through a memory map: the member is not copied into memory to be checked
-    with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        check_heaps(data, start, start + info.file_size, f"{path}:{info.filename}")
     yield MemberWindow(fp, start, info.file_size)
 
 

@@ -11,7 +11,9 @@ reads the file with the engine's reader, scores it through the engine's batch AP
 (`predict_batch_udf`, `map_partitions`, `map_batches`) and writes Parquet. The parent samples
 the resident memory of the child's whole process tree (driver, JVM, workers) and keeps the
 peak. "score s" is read + predict + write, timed in the child after the cluster is up;
-"total s" includes starting the cluster and the workers loading the model.
+"total s" includes starting the cluster and the workers loading the model. The tfless
+route runs with one BLAS thread per worker, as `tfless predict --engine` sets it for a local
+cluster; TensorFlow runs with its default threads, as a user runs it.
 """
 
 from __future__ import annotations
@@ -152,6 +154,10 @@ def measure(args: argparse.Namespace, engine: str, route: str, workers: int, mod
     out = work / f"out-{engine}-{route}-{workers}"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow",
                PYTHONWARNINGS="ignore")
+    if route == "tfless":
+        # as `tfless predict --engine` sets it for a local cluster: one thread per worker
+        env.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"),
+                                 "1"))
     cmd = [sys.executable, __file__, "--child", engine, route, str(workers), model, data,
            str(out), str(args.batch_size)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

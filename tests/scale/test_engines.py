@@ -83,7 +83,11 @@ def _column(col: pa.ChunkedArray) -> np.ndarray:
     return np.stack(values) if values.dtype == object else values
 
 
-def _assert_exact(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
+def _assert_exact(got: dict[str, np.ndarray], ref: dict[str, np.ndarray],
+                  ids: bool = False) -> None:
+    if ids:  # the id column kept from the input, first, and rows in input order
+        assert list(got)[0] == "id"
+        np.testing.assert_array_equal(got.pop("id"), np.arange(ROWS))
     assert sorted(got) == sorted(ref)
     for name, want in ref.items():
         assert got[name].dtype == np.float32
@@ -147,9 +151,9 @@ def test_spark_score_files_and_nan_error(spark, files, tmp_path):
     from tfless.scale.engines import score_files
 
     report = score_files("spark", files["one"], files["one_in"], str(tmp_path / "out"),
-                         cluster="local[2]", batch_size=300)
+                         cluster="local[2]", batch_size=300, keep_columns=["id"])
     assert report["rows"] == ROWS and report["engine"] == "spark"
-    _assert_exact(_read_outputs(tmp_path / "out"), files["one_ref"])
+    _assert_exact(_read_outputs(tmp_path / "out"), files["one_ref"], ids=True)
     with pytest.raises(InputError, match=r"column 'features' has a NaN/null value in row 234"):
         score_files("spark", files["one"], files["nan_in"], str(tmp_path / "bad"),
                     batch_size=1000)
@@ -202,10 +206,10 @@ def test_dask_score_files_on_a_cluster_address(dask_client, files, tmp_path):
 
     out = tmp_path / "out"
     report = score_files("dask", files["one"], files["one_in"], str(out),
-                         cluster=dask_client.scheduler.address)
+                         cluster=dask_client.scheduler.address, keep_columns=["id"])
     assert report["rows"] == ROWS and report["cluster"] == dask_client.scheduler.address
     assert sorted(p.name for p in out.glob("*.parquet"))[0] == "part-00000.parquet"
-    _assert_exact(_read_outputs(out), files["one_ref"])
+    _assert_exact(_read_outputs(out), files["one_ref"], ids=True)
     with pytest.raises(InputError, match=r"column 'nope' is missing"):
         score_files("dask", files["one"], files["one_in"], str(tmp_path / "bad"),
                     columns="nope", cluster=dask_client.scheduler.address)
@@ -259,9 +263,10 @@ def test_ray_predictor_and_helper(ray_local, files):
 def test_ray_score_files_and_nan_error(ray_local, files, tmp_path):
     from tfless.scale.engines import score_files
 
-    report = score_files("ray", files["one"], files["one_in"], str(tmp_path / "out"), workers=2)
+    report = score_files("ray", files["one"], files["one_in"], str(tmp_path / "out"), workers=2,
+                         keep_columns=["id"])
     assert report["rows"] == ROWS
-    _assert_exact(_read_outputs(tmp_path / "out"), files["one_ref"])
+    _assert_exact(_read_outputs(tmp_path / "out"), files["one_ref"], ids=True)
     with pytest.raises(InputError, match=r"column 'features' has a NaN/null value in row 1234"):
         score_files("ray", files["one"], files["nan_in"], str(tmp_path / "bad"), workers=2)
     assert not (tmp_path / "bad").exists() and not _no_partial(tmp_path)
@@ -305,6 +310,8 @@ def test_bad_arguments(files):
 
     with pytest.raises(InputError, match="unknown engine"):
         score_files("flink", files["one"], files["one_in"], "x")
+    with pytest.raises(InputError, match="'probs' is also the name of a model output"):
+        score_files("dask", files["one"], files["one_in"], "x", keep_columns=["probs"])
     with pytest.raises(InputError, match="--workers must be a positive integer"):
         score_files("dask", files["one"], files["one_in"], "x", workers=0)
     with pytest.raises(TflessError):

@@ -27,9 +27,11 @@ from .engines import cached_model, empty_outputs, require, score_batch
 
 
 def predict(ddf: Any, model_path: str | os.PathLike, *, weights: str | os.PathLike | None = None,
-            columns: str | ColumnMap | None = None, batch_size: int | None = None) -> Any:
+            columns: str | ColumnMap | None = None, batch_size: int | None = None,
+            keep: tuple[str, ...] | list[str] = ()) -> Any:
     """A lazy Dask DataFrame of the model's outputs for every row of `ddf` (see the module
-    docstring); `batch_size` rows go to the model at a time within a partition."""
+    docstring), after the `keep` columns copied from `ddf`; `batch_size` rows go to the
+    model at a time within a partition."""
     require("dask")
     import dask.dataframe as dd
 
@@ -38,19 +40,35 @@ def predict(ddf: Any, model_path: str | os.PathLike, *, weights: str | os.PathLi
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     model = cached_model(model_path, weights)
-    cmap = columns if isinstance(columns, ColumnMap) else parse_columns(columns, model)
-    meta = output_frame(empty_outputs(model), ddf._meta.index[:0])
+    keep = list(keep)
+    missing = [c for c in keep if c not in ddf.columns]
+    if missing:
+        raise InputError(f"keep: column '{missing[0]}' is missing; the columns present are "
+                         f"{list(ddf.columns)}")
+    cmap = columns if isinstance(columns, ColumnMap) else parse_columns(columns, model,
+                                                                        exclude=keep)
+    meta = _with_kept(ddf._meta, keep, output_frame(empty_outputs(model), ddf._meta.index[:0]))
     return ddf.map_partitions(
         _score_partition, str(model_path), None if weights is None else str(weights), cmap,
-        batch_size, "Dask DataFrame", meta=meta, align_dataframes=False)
+        batch_size, "Dask DataFrame", keep, meta=meta, align_dataframes=False)
 
 
 def _score_partition(df: Any, model_path: str, weights: str | None, cmap: ColumnMap,
-                     batch_size: int | None, where: str, partition_info: Any = None) -> Any:
+                     batch_size: int | None, where: str, keep: list[str],
+                     partition_info: Any = None) -> Any:
     # runs on a worker: the cache there holds the model after the first partition
     model = cached_model(model_path, weights)
     label = f"{where} partition {partition_info['number']}" if partition_info else where
-    return output_frame(score_batch(model, cmap, df, batch_size, label), df.index)
+    return _with_kept(df, keep, output_frame(score_batch(model, cmap, df, batch_size, label),
+                                             df.index))
+
+
+def _with_kept(df: Any, keep: list[str], outputs: Any) -> Any:
+    if not keep:
+        return outputs
+    import pandas as pd
+
+    return pd.concat([df[keep], outputs], axis=1)
 
 
 def output_frame(columns: dict[str, np.ndarray], index: Any) -> Any:
@@ -83,7 +101,7 @@ def client(workers: int, cluster: str | None = None) -> Any:
 
 def score_to_parquet(model_path: str, input: str, fmt: str, out_dir: str, *,
                      weights: str | None, cmap: ColumnMap, batch_size: int | None,
-                     workers: int, cluster: str | None) -> None:
+                     workers: int, cluster: str | None, keep: list[str]) -> None:
     """Read with Dask, score with `predict`, write numbered Parquet part files (in input
     order) to `out_dir`."""
     import dask.dataframe as dd
@@ -93,7 +111,8 @@ def score_to_parquet(model_path: str, input: str, fmt: str, out_dir: str, *,
         # a row group per partition, so a single file still spreads over the workers
         ddf = (dd.read_parquet(input, split_row_groups=True) if fmt == "parquet"
                else dd.read_csv(input))
-        preds = predict(ddf, model_path, weights=weights, columns=cmap, batch_size=batch_size)
+        preds = predict(ddf, model_path, weights=weights, columns=cmap, batch_size=batch_size,
+                        keep=keep)
         preds.to_parquet(out_dir, write_index=False,
                          name_function=lambda i: f"part-{i:05d}.parquet")
     finally:

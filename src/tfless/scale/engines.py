@@ -16,6 +16,7 @@ so every engine accepts the same `--columns` spellings and fails the same way.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -23,7 +24,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,14 +202,37 @@ def parquet_rows(folder: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(folder.glob("*.parquet")))
 
 
+@contextlib.contextmanager
+def _one_thread_per_worker(local: bool) -> Iterator[None]:
+    """A local cluster gets one worker per CPU slot, so each worker's BLAS and tfless's shard
+    pool get one thread (unless the environment already says): with a thread per core in
+    every worker, N workers on N cores ran 2 x 2 threads and small models were several
+    times slower. The workers inherit the variables when the cluster starts."""
+    from ..runtime.threads import THREAD_VARS
+
+    saved = {v: os.environ.get(v) for v in THREAD_VARS}
+    if local and all(value is None for value in saved.values()):
+        os.environ.update(dict.fromkeys(THREAD_VARS, "1"))
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
 # ----- the CLI entry point -------------------------------------------------------------------
 def score_files(engine: str, model_path: str, input: str, output: str, *,
                 weights: str | None = None, columns: str | None = None,
                 batch_size: int | None = None, workers: int | None = None,
-                cluster: str | None = None) -> dict[str, Any]:
+                cluster: str | None = None,
+                keep_columns: Sequence[str] | None = None) -> dict[str, Any]:
     """Score `input` (Parquet/CSV file, folder or glob) with `model_path` on `engine` and
-    write Parquet part files (one column per model output, rows in input order) to the
-    folder `output`. Returns a report: engine, workers, rows, seconds, rows_per_s, output."""
+    write Parquet part files (the `keep_columns` copied from the input, then one column per
+    model output; rows in input order) to the folder `output`. Returns a report: engine,
+    workers, rows, seconds, rows_per_s, output."""
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)} "
                          "(or local)")
@@ -219,14 +243,18 @@ def score_files(engine: str, model_path: str, input: str, output: str, *,
     require(engine)
     fmt = input_format(input)
     model = cached_model(model_path, weights)  # fails here, before a cluster starts
-    cmap = parse_columns(columns, model)
+    keep = list(keep_columns or [])
+    clash = [c for c in keep if c in {s.name for s in model.outputs}]
+    if clash:
+        raise InputError(f"--keep-columns: '{clash[0]}' is also the name of a model output")
+    cmap = parse_columns(columns, model, exclude=keep)
     runner = importlib.import_module(f"tfless.scale.{engine}")
     n_workers = workers or 2
     start = time.perf_counter()
-    with OutputDir(output) as out:
+    with OutputDir(output) as out, _one_thread_per_worker(cluster is None):
         runner.score_to_parquet(
             model_path, input, fmt, str(out.tmp), weights=weights, cmap=cmap,
-            batch_size=batch_size, workers=n_workers, cluster=cluster)
+            batch_size=batch_size, workers=n_workers, cluster=cluster, keep=keep)
         rows = parquet_rows(out.tmp)
         out.commit()
     seconds = time.perf_counter() - start

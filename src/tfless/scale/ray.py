@@ -42,11 +42,13 @@ class Predictor:
     def __call__(self, batch: Any) -> Any:
         outputs: dict[str, Any] = dict(score_batch(
             self.model, self.cmap, batch, self.batch_size, "Ray batch"))
+        kept: dict[str, Any] = {}
         for name in self.keep:
             if name in outputs:
                 raise InputError(f"kept column '{name}' has the name of a model output")
-            outputs[name] = batch[name] if isinstance(batch, Mapping) or hasattr(
+            kept[name] = batch[name] if isinstance(batch, Mapping) or hasattr(
                 batch, "iloc") else batch.column(name)
+        outputs = {**kept, **outputs}  # ids first, as the other routes write them
         if isinstance(batch, Mapping):
             return {k: np.asarray(v) for k, v in outputs.items()}
         table = to_arrow(outputs)
@@ -101,7 +103,7 @@ def start(workers: int, cluster: str | None = None) -> bool:
 
 def score_to_parquet(model_path: str, input: str, fmt: str, out_dir: str, *,
                      weights: str | None, cmap: ColumnMap, batch_size: int | None,
-                     workers: int, cluster: str | None) -> None:
+                     workers: int, cluster: str | None, keep: list[str]) -> None:
     """Read with Ray Data, score on `workers` actors, write Parquet files (in input order)."""
     import ray
     import ray.data
@@ -113,7 +115,7 @@ def score_to_parquet(model_path: str, input: str, fmt: str, out_dir: str, *,
         ctx.enable_progress_bars = False
         ds = ray.data.read_parquet(input) if fmt == "parquet" else ray.data.read_csv(input)
         preds = predict(ds, model_path, weights=weights, columns=cmap, batch_size=batch_size,
-                        concurrency=workers)
+                        concurrency=workers, keep=tuple(keep))
         preds.write_parquet(out_dir)
     except Exception as exc:
         clear = worker_error(exc)

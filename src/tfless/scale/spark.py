@@ -203,7 +203,7 @@ def session(workers: int, cluster: str | None = None) -> Any:
 
 def score_to_parquet(model_path: str, input: str, fmt: str, out_dir: str, *,
                      weights: str | None, cmap: ColumnMap, batch_size: int | None,
-                     workers: int, cluster: str | None) -> None:
+                     workers: int, cluster: str | None, keep: list[str]) -> None:
     """Read with Spark, score with `predict_udf`, write Parquet part files to `out_dir`."""
     from pyspark.sql import SparkSession
 
@@ -218,12 +218,16 @@ def score_to_parquet(model_path: str, input: str, fmt: str, out_dir: str, *,
         bound = bound_columns(cmap, model, df.columns, kinds, where=input)
         udf = predict_udf(model_path, weights=weights, columns=bound,
                           batch_size=batch_size or DEFAULT_BATCH_SIZE, ship=cluster is not None)
-        scored = df.select(udf(*bound.columns or []).alias("__tfless__"))
+        missing = [c for c in keep if c not in df.columns]
+        if missing:
+            raise InputError(f"{input}: --keep-columns: column '{missing[0]}' is missing; the "
+                             f"columns present are {df.columns}")
+        scored = df.select(*keep, udf(*bound.columns or []).alias("__tfless__"))
         names = list(empty_outputs(model))
         if len(names) == 1:
             scored = scored.withColumnRenamed("__tfless__", names[0])
         else:
-            scored = scored.select(*[scored["__tfless__"][n].alias(n) for n in names])
+            scored = scored.select(*keep, *[scored["__tfless__"][n].alias(n) for n in names])
         scored.write.parquet(out_dir)
     except Exception as exc:
         clear = _spark_error(exc, input)

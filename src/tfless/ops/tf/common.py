@@ -66,19 +66,18 @@ def to_dtype(value: Any, where: str = "", key: str = "dtype") -> np.dtype:
     """A decoded `type` attr (NumPy dtype name, or a NumPy dtype) as a NumPy dtype."""
     if isinstance(value, np.dtype):
         return value
-    name = str(value)
-    name = DTYPE_ALIASES.get(name, name) if name in DTYPE_ALIASES else name
-    try:
-        if name is None or name in ("string", "resource", "variant"):
-            raise TypeError
-        dt = np.dtype(name)
-    except TypeError:
+    name = DTYPE_ALIASES.get(str(value), str(value))
+    dt = None
+    if name is not None and name not in ("string", "resource", "variant"):
+        try:
+            dt = np.dtype(name)
+        except TypeError:
+            dt = None
+    if dt is None or dt.kind not in "fiub":
         raise UnsupportedLayer(
             f"{where}: attr {key}={value!r} is not a supported tensor type; supported: "
             "float16, float32, float64, int8-int64, uint8-uint64, bool"
-        ) from None
-    if dt.kind not in "fiub":
-        raise UnsupportedLayer(f"{where}: attr {key}={value!r} is not a supported tensor type")
+        )
     return dt
 
 

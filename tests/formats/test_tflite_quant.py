@@ -318,3 +318,19 @@ def test_unsupported_scheme_names_tensor_op_and_scheme(tmp_path: Path) -> None:
     path.write_bytes(content)
     with pytest.raises(tfless.UnsupportedLayer, match=r"operator \d+ \(\w+\).*int16.*tensor '"):
         tfless.load(path)
+
+
+@pytest.mark.parametrize("scale", [0.0, float("nan"), -1.0])
+def test_bad_activation_scale_is_a_format_error(scale: float, tmp_path: Path) -> None:
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(converted("cnn", "int8_io"), 0)
+    sub = model.subgraphs[0]
+    sub.tensors[sub.operators[0].outputs[0]].quantization.scale = [scale]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path = tmp_path / "bad.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    with pytest.raises(tfless.ModelFormatError, match="quantization scales must be positive"):
+        tfless.load(path)

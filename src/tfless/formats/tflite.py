@@ -325,6 +325,17 @@ class _Reader:
         if zero.size not in (1, t.scale.size):
             raise self.fail(f"tensor {index} ('{t.name}'): {t.scale.size} scales but "
                             f"{zero.size} zero points")
+        # Constant weights may carry a zero scale (an all-zero channel); computed tensors
+        # are divided by theirs.
+        floor_ok = np.all(t.scale > 0) or (index in self.consts and np.all(t.scale >= 0))
+        if not np.all(np.isfinite(t.scale)) or not floor_ok:
+            raise self.fail(f"tensor {index} ('{t.name}'): quantization scales must be "
+                            f"positive and finite, got {t.scale[:4].tolist()}")
+        if t.dtype in QUANTIZED_TYPES:
+            lo, hi = np.iinfo(np.dtype(t.dtype)).min, np.iinfo(np.dtype(t.dtype)).max
+            if np.any(zero < lo) or np.any(zero > hi):
+                raise self.fail(f"tensor {index} ('{t.name}'): zero point outside the "
+                                f"{t.type_name} range")
         return {"dtype": t.dtype, "type": t.type_name, "tensor": t.name,
                 "scale": [float(v) for v in t.scale],
                 "zero_point": [int(v) for v in np.broadcast_to(zero, t.scale.shape)],

@@ -188,7 +188,11 @@ def test_onnx_export_of_new_keras_ops(tmp_path) -> None:
             o.arcsinh(x), o.arccosh(p + 1.0), o.arctanh(x), o.erf(x), o.fabs(x),
             o.reciprocal(p), o.log2(p), o.log10(p), o.isnan(o.log(x)), o.isinf(o.log(x * 0.0)),
             o.stop_gradient(x), o.copy(x), o.amax(x, axis=1), o.amin(x, axis=2, keepdims=True),
-            o.argmax(x, axis=1), o.argmin(x, axis=-1, keepdims=True)]
+            o.argmax(x, axis=1), o.argmin(x, axis=-1, keepdims=True),
+            o.take(x, o.convert_to_tensor([2, 0, -1]), axis=1),
+            o.take_along_axis(x, o.argmax(x, axis=1, keepdims=True), axis=1),
+            o.cumsum(x, axis=1), o.tile(x, (1, 2, 1)), o.swapaxes(x, 1, 2), o.moveaxis(x, 0, 2),
+            o.one_hot(o.argmax(x, axis=2), 3), o.one_hot(o.argmax(x, axis=2), 4, axis=1)]
     model = keras.Model([x, p], outs)
     model.save(tmp_path / "ops.keras")
     want = keras_predict(model, [UNIT, POS])

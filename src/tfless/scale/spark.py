@@ -76,7 +76,7 @@ def predict_udf(model_path: str | os.PathLike, *, weights: str | os.PathLike | N
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     model = cached_model(model_path, weights)
     names = _argument_names(model, columns)
-    cmap = bound_columns(columns if columns is not None else None, model, names,
+    cmap = bound_columns(columns, model, names,
                          where="Spark UDF arguments")
     shapes = _tensor_shapes(cmap)
     path, wpath = str(model_path), None if weights is None else str(weights)

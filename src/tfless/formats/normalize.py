@@ -26,6 +26,8 @@ CLASS_RENAMES = {
     # Keras 3 exports GroupedQueryAttention as GroupQueryAttention; its object path uses the class name.
     "GroupQueryAttention": "GroupedQueryAttention",
     "SeparableConvolution2D": "SeparableConv2D",
+    # tf_keras registers InceptionResNetV2's layer as a custom object under this name
+    "Custom>CustomScaleLayer": "CustomScaleLayer",
     "MaxPool1D": "MaxPooling1D", "MaxPool2D": "MaxPooling2D", "MaxPool3D": "MaxPooling3D",
     "AvgPool1D": "AveragePooling1D", "AvgPool2D": "AveragePooling2D",
     "AvgPool3D": "AveragePooling3D",

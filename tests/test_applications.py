@@ -1,0 +1,86 @@
+"""keras.applications saved by Keras 3 and tf_keras: tfless reads them, and upgrades them.
+
+Every application family test_zoo.py does not run appears once (its smallest member,
+weights=None, 32x32 inputs or the family's minimum, a 10-class head). The files with unusual
+call arguments: MobileNetV3 (`x + 3.0` recorded as an op, a TFOpLambda in tf_keras) in
+every format of both APIs, InceptionResNetV2 (its own CustomScaleLayer) as Keras 3 and
+tf_keras `.h5` (55M parameters: the `.keras` saves are left to the sweep). Each file is also upgraded with
+`save_keras` and the result must load in Keras 3 with safe_mode=True and match. The full
+sweep over every model is bench/applications.py (table in docs/formats.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tfless
+from tests.parity import keras_module
+
+pytestmark = pytest.mark.slow
+
+MIN_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
+# Families test_zoo.py does not cover (it runs the others from Keras 3 .keras and .h5).
+FAMILIES = [
+    ("MobileNet", "tf_keras", "h5"),
+    ("ResNet50V2", "keras3", "h5"),
+    ("EfficientNetV2B0", "keras3", "h5"),
+]
+CALL_ARGUMENTS = [("MobileNetV3Small", api, fmt)
+                  for api, fmts in (("keras3", ("keras", "h5")), ("tf_keras", ("h5", "keras")))
+                  for fmt in fmts] + \
+    [("InceptionResNetV2", "keras3", "h5"), ("InceptionResNetV2", "tf_keras", "h5")]
+
+
+def perturb_batchnorm(model) -> None:
+    """Non-default statistics so inference formulas are exercised (weights=None has none)."""
+    rng = np.random.default_rng(3)
+    for layer in model.layers:
+        if layer.__class__.__name__ != "BatchNormalization":
+            continue
+        values = []
+        for w in layer.weights:
+            label = getattr(w, "path", None) or w.name
+            shape = tuple(w.shape)
+            if "moving_mean" in label:
+                values.append(rng.normal(0, 0.1, shape))
+            elif "moving_variance" in label:
+                values.append(rng.uniform(0.5, 1.5, shape))
+            elif "gamma" in label:
+                values.append(rng.uniform(0.8, 1.2, shape))
+            else:
+                values.append(rng.normal(0, 0.05, shape))
+        layer.set_weights([v.astype("float32") for v in values])
+
+
+def assert_match(got: np.ndarray, want: np.ndarray, label: str) -> None:
+    scale = float(np.abs(want).max())
+    err = float(np.abs(got - want).max())
+    assert err <= 1e-4 * max(scale, 1e-6) + 1e-6, f"{label}: max error {err:.3g} vs scale {scale:.3g}"
+    assert np.array_equal(got.argmax(-1), want.argmax(-1)), f"{label}: top-1 differs"
+
+
+@pytest.mark.parametrize(("name", "api", "fmt"), FAMILIES + CALL_ARGUMENTS,
+                         ids=[f"{n}-{a}-{f}" for n, a, f in FAMILIES + CALL_ARGUMENTS])
+def test_application_loads_and_upgrades(name: str, api: str, fmt: str, tmp_path: Path) -> None:
+    import keras
+
+    size = MIN_SIZE.get(name, 32)
+    K = keras_module(api)
+    # classifier_activation=None: logits show differences a saturated softmax would hide
+    model = getattr(K.applications, name)(weights=None, input_shape=(size, size, 3), classes=10,
+                                          classifier_activation=None)
+    perturb_batchnorm(model)
+    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    want = np.asarray(model.predict(x, verbose=0))
+    path = tmp_path / f"{name}.{fmt}"
+    model.save(path)
+    loaded = tfless.load(path)
+    assert_match(loaded.predict(x), want, f"{name} [{api} {fmt}]")
+    upgraded = tmp_path / "upgraded.keras"
+    loaded.save_keras(upgraded)
+    k3 = keras.saving.load_model(upgraded, safe_mode=True, compile=False)
+    assert_match(np.asarray(k3.predict(x, verbose=0)), want, f"{name} [{api} {fmt}] in Keras 3")
+    assert_match(tfless.load(upgraded).predict(x), want, f"{name} [{api} {fmt}] upgraded")

@@ -259,10 +259,10 @@ def test_cli_predicts_a_string_model_from_json(tmp_path) -> None:
     import keras
 
     inp = keras.Input((1,), dtype="string")
-    layer = keras.layers.StringLookup(vocabulary=VOCAB, output_mode="one_hot")
+    layer = keras.layers.StringLookup(vocabulary=VOCAB, output_mode="one_hot", name="lookup")
     keras.Model(inp, layer(inp)).save(tmp_path / "m.keras")
     tfless_cli = Path(sys.executable).with_name("tfless")
     done = subprocess.run([str(tfless_cli), "predict", str(tmp_path / "m.keras"), "-i", "-"],
                           input=json.dumps([["dog"], ["ant"]]), capture_output=True, text=True,
                           timeout=120, check=True)
-    assert json.loads(done.stdout)["outputs"]["string_lookup"] == [[0, 0, 1, 0], [1, 0, 0, 0]]
+    assert json.loads(done.stdout)["outputs"]["lookup"] == [[0, 0, 1, 0], [1, 0, 0, 0]]

@@ -4,17 +4,24 @@ A Plan is a flat list of steps over integer tensor slots. After each step the sl
 last consumer has run are cleared, so an intermediate array lives only as long as it is
 needed. Keras masks travel beside the tensors, computed only when a mask exists.
 
-A plan whose every layer treats batch items independently runs a large batch as shards of
-a few items on the thread pool of `runtime.threads` (single-threaded BLAS per shard) and
-concatenates the results: the outputs are the same, computed on every core, and the live
-activations are those of a few items per thread instead of the whole batch.
+A batch may run three ways: whole (BLAS with its usual threads), whole with single-threaded
+BLAS (OpenBLAS threads spin, which under load made small GEMMs 10-80x slower), or, when
+every layer treats batch items independently, as shards on the thread pool of
+`runtime.threads` (single-threaded BLAS per shard), concatenated: the outputs are the
+same either way. Which way wins depends on the model, the batch size and the machine's
+load, so it is measured, per batch-size bucket (powers of two): the first call of a bucket
+runs whole; if that took under SHARD_MIN_SECONDS nothing else is tried (cheap models keep
+their latency), otherwise each alternative runs once, the fastest per item is used from
+then on and, every RECHECK_EVERY calls, one of the others runs again so a choice made
+under other load is revisited. Shards hold at least SHARD_MIN_WORK seconds of measured
+work (never a few rows of a cheap model).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,13 +56,23 @@ PER_SAMPLE_OPS = frozenset({
     "Embedding", "Masking", "Attention", "AdditiveAttention", "MultiHeadAttention",
     "GroupedQueryAttention", "TimeDistributedFold", "TimeDistributedUnfold",
 })
-# Batch items per shard: enough shards for the pool to balance load when another process
-# takes a core, few enough that per-step dispatch stays negligible.
+# Smallest shard, in batch items and in measured seconds of work: shards of 4 rows of
+# a 3-layer MLP ran 20-40x slower than one whole-batch call (dispatch per step dominated).
 SHARD_ITEMS = 4
-# A batch is sharded only if running it whole is expected to take at least this long
-# (estimated from the previous whole-batch runs), so small models keep their latency.
+SHARD_MIN_WORK = 0.002
+# A bucket whose whole-batch run takes less than this tries no alternative.
 SHARD_MIN_SECONDS = 0.01
+# Calls of a bucket between re-measurements of a way not currently chosen.
+RECHECK_EVERY = 32
+WHOLE, ONE_THREAD, SHARDED = "whole", "one-thread", "sharded"
 
+
+@dataclass
+class Choice:
+    """What is known about running batches of one size bucket: seconds per item by way
+    (a running mean of the last runs, halving the weight of older ones), calls since."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    calls: int = 0
 
 def _positive_axes(config: dict) -> bool:
     axis = config.get("axis", -1)
@@ -151,39 +168,66 @@ class Plan:
         self.slot_of = slots
         self.has_masks = any(st.spec.mask not in ("drop", "keep") for st in steps)
         self.separable = batch_separable(graph.nodes)
-        self.seconds_per_item: float | None = None
+        self.choices: dict[int, Choice] = {}  # batch.bit_length() -> measurements
         self.last_values: list[Any] | None = None
 
     def run(self, inputs: list[np.ndarray], keep_all: bool = False) -> list[np.ndarray]:
         """Run the plan. With keep_all, intermediate tensors are kept (see `trace`)."""
         batch = inputs[0].shape[0] if inputs and getattr(inputs[0], "ndim", 0) else 0
-        if keep_all or not self.separable or batch < 2:
+        if keep_all or batch < 2:
             return self._run(inputs, keep_all)
-        if self.seconds_per_item is None:
-            return self._run_measuring_head(inputs, batch)
-        workers = threads.worker_count()
-        if workers > 1 and self.seconds_per_item * batch >= SHARD_MIN_SECONDS:
-            return self._run_sharded(inputs, batch, workers)
+        choice = self.choices.setdefault(batch.bit_length(), Choice())
+        way = self._pick(choice, batch)
         start = time.perf_counter()
-        outs = self._run(inputs, keep_all)
-        self.seconds_per_item = (time.perf_counter() - start) / batch
+        if way == SHARDED:
+            outs = self._run_sharded(inputs, batch, threads.worker_count(), choice)
+        elif way == ONE_THREAD:
+            with threads.single_threaded_blas():
+                outs = self._run(inputs)
+        else:
+            outs = self._run(inputs)
+        per_item = (time.perf_counter() - start) / batch
+        old = choice.seconds.get(way)
+        choice.seconds[way] = per_item if old is None else (old + per_item) / 2
         return outs
 
-    def _run_measuring_head(self, inputs: list[np.ndarray], batch: int) -> list[np.ndarray]:
-        """First batch: time the first few items alone to learn the cost per item, then run
-        the rest as that cost says (so even the first large batch is mostly sharded)."""
-        head = min(batch, SHARD_ITEMS)
-        start = time.perf_counter()
-        first = self._run([x[:head] for x in inputs])
-        self.seconds_per_item = (time.perf_counter() - start) / head
-        if head == batch:
-            return first
-        rest = self.run([x[head:] for x in inputs])
-        return [np.concatenate([a, b]) for a, b in zip(first, rest)]
+    def _ways(self, batch: int, choice: Choice) -> list[str]:
+        """The ways worth comparing for this batch size."""
+        ways = [WHOLE]
+        blas = threads.blas_threads()
+        if blas is not None and blas > 1:
+            ways.append(ONE_THREAD)
+        workers = threads.worker_count()
+        if self.separable and workers > 1 and self._shard_size(batch, workers, choice) < batch:
+            ways.append(SHARDED)
+        return ways
 
-    def _run_sharded(self, inputs: list[np.ndarray], batch: int, workers: int
-                     ) -> list[np.ndarray]:
-        size = max(1, min(SHARD_ITEMS, math.ceil(batch / workers)))
+    def _pick(self, choice: Choice, batch: int) -> str:
+        seconds = choice.seconds
+        if WHOLE not in seconds or seconds[WHOLE] * batch < SHARD_MIN_SECONDS:
+            return WHOLE
+        ways = self._ways(batch, choice)
+        for way in ways:
+            if way not in seconds:
+                return way
+        choice.calls += 1
+        best = min(ways, key=lambda w: seconds[w])
+        others = [w for w in ways if w != best]
+        if others and choice.calls % RECHECK_EVERY == 0:
+            return others[(choice.calls // RECHECK_EVERY) % len(others)]
+        return best
+
+    @staticmethod
+    def _shard_size(batch: int, workers: int, choice: Choice) -> int:
+        """Items per shard: SHARD_ITEMS, or more to hold SHARD_MIN_WORK of measured work;
+        `batch` itself when that leaves fewer than two shards (or one worker)."""
+        per_item = min(choice.seconds.values(), default=0.0)
+        size = max(SHARD_ITEMS, math.ceil(SHARD_MIN_WORK / per_item) if per_item > 0 else 1)
+        return size if workers > 1 and 2 * size <= batch else batch
+
+    def _run_sharded(self, inputs: list[np.ndarray], batch: int, workers: int,
+                     choice: Choice) -> list[np.ndarray]:
+        size = self._shard_size(batch, workers, choice)
         starts = range(0, batch, size)
         with threads.single_threaded_blas():
             parts = list(threads.pool(workers).map(

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -77,23 +78,47 @@ def _conv_graph(extra: Node | None = None) -> Graph:
     return Graph([TensorSpec("x", (None, 10, 10, 3), "float32")], nodes, ["y"], ["y"])
 
 
+def _record_runs(monkeypatch: pytest.MonkeyPatch, plan: Plan, cost=None) -> list[int]:
+    """Record the batch size of every inner run; with `cost`, a fake clock advances by
+    cost(rows) per inner run, so which way is faster is decided by the test."""
+    calls: list[int] = []
+    original = plan._run
+    clock = [0.0]
+
+    def run(xs, keep_all=False):
+        calls.append(len(xs[0]))
+        if cost is not None:
+            clock[0] += cost(len(xs[0]))
+        return original(xs, keep_all)
+
+    monkeypatch.setattr(plan, "_run", run)
+    if cost is not None:
+        monkeypatch.setattr(plan_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    return calls
+
+
+def _two_workers_one_blas_thread(monkeypatch: pytest.MonkeyPatch, min_work: float = 0.0) -> None:
+    # the ways compared are then whole and sharded (single-threaded BLAS equals whole)
+    monkeypatch.setattr(threads, "worker_count", lambda: 2)
+    monkeypatch.setattr(threads, "blas_threads", lambda: 1)
+    monkeypatch.setattr(plan_module, "SHARD_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(plan_module, "SHARD_MIN_WORK", min_work)
+
+
 def test_sharded_run_equals_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     plan = Plan(_conv_graph())
     assert plan.separable
     x = np.random.default_rng(1).random((11, 10, 10, 3), dtype=np.float32)
     blas_before = threads.blas_threads()
-    whole = plan.run([x])[0]  # first run: whole batch, measures the cost per item
-    assert plan.seconds_per_item is not None
-    monkeypatch.setattr(threads, "worker_count", lambda: 2)
-    monkeypatch.setattr(plan_module, "SHARD_MIN_SECONDS", 0.0)
-    calls = []
-    original = plan._run
-    monkeypatch.setattr(plan, "_run", lambda xs, keep_all=False: calls.append(len(xs[0]))
-                        or original(xs, keep_all))
-    sharded = plan.run([x])[0]
-    assert calls == [4, 4, 3]
+    _two_workers_one_blas_thread(monkeypatch)
+    calls = _record_runs(monkeypatch, plan)
+    whole = plan.run([x])[0]  # first run of the bucket: whole, measured
+    sharded = plan.run([x])[0]  # then the alternative, measured too
+    assert calls == [11, 4, 4, 3]
+    assert set(plan.choices[x.shape[0].bit_length()].seconds) == {"whole", "sharded"}
     # BLAS may round a matmul over fewer rows differently in the last bit
     np.testing.assert_allclose(sharded, whole, rtol=1e-5, atol=1e-7)
+    monkeypatch.undo()
     assert threads.blas_threads() == blas_before
 
 
@@ -104,20 +129,72 @@ def test_layers_that_may_mix_the_batch_are_never_sharded() -> None:
     assert not Plan(_conv_graph(concat)).separable
 
 
-def test_first_batch_times_a_few_items_then_shards_the_rest(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cheap_model_runs_whole_and_tries_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a whole batch that takes under SHARD_MIN_SECONDS keeps its latency: no alternative is
+    # even measured (the fake clock makes each run cost 1 ms)
     plan = Plan(_conv_graph())
-    x = np.random.default_rng(2).random((11, 10, 10, 3), dtype=np.float32)
-    whole = plan._run([x])[0]
     monkeypatch.setattr(threads, "worker_count", lambda: 2)
-    monkeypatch.setattr(plan_module, "SHARD_MIN_SECONDS", 0.0)
-    calls = []
-    original = plan._run
-    monkeypatch.setattr(plan, "_run", lambda xs, keep_all=False: calls.append(len(xs[0]))
-                        or original(xs, keep_all))
-    first = plan.run([x])[0]
-    assert calls == [4, 4, 3] and plan.seconds_per_item is not None
-    np.testing.assert_allclose(first, whole, rtol=1e-5, atol=1e-7)
+    calls = _record_runs(monkeypatch, plan, cost=lambda rows: 0.001)
+    x = np.random.default_rng(2).random((11, 10, 10, 3), dtype=np.float32)
+    for _ in range(5):
+        plan.run([x])
+    assert calls == [11] * 5
+    assert set(plan.choices[4].seconds) == {"whole"}
+
+
+def test_shards_hold_the_minimum_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    # cheap per item: shards are as large as SHARD_MIN_WORK needs, never 4 rows
+    plan = Plan(_conv_graph())
+    _two_workers_one_blas_thread(monkeypatch, min_work=0.002)
+    calls = _record_runs(monkeypatch, plan, cost=lambda rows: rows * 1e-4)  # 0.1 ms per item
+    x = np.random.default_rng(3).random((64, 10, 10, 3), dtype=np.float32)
+    plan.run([x])
+    plan.run([x])
+    assert calls == [64, 20, 20, 20, 4]
+    # too few items for two such shards: the batch is never split
+    calls.clear()
+    y = x[:30]
+    for _ in range(3):
+        plan.run([y])
+    assert calls == [30, 30, 30]
+
+
+def test_the_choice_is_measured_and_re_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = Plan(_conv_graph())
+    _two_workers_one_blas_thread(monkeypatch)
+    monkeypatch.setattr(plan_module, "RECHECK_EVERY", 4)
+    shard_cost = [0.01]
+    calls = _record_runs(monkeypatch, plan,
+                         cost=lambda rows: 1.0 if rows == 12 else shard_cost[0])
+    x = np.random.default_rng(4).random((12, 10, 10, 3), dtype=np.float32)
+    ways = []
+
+    def run() -> None:
+        before = len(calls)
+        plan.run([x])
+        ways.append("whole" if calls[before:] == [12] else "sharded")
+
+    for _ in range(4):
+        run()
+    # whole measured, sharded measured and faster: sharded from then on
+    assert ways == ["whole", "sharded", "sharded", "sharded"]
+    shard_cost[0] = 1.0  # sharding became slow (another process took the cores)
+    for _ in range(4):
+        run()
+    # one slow sharded run (its mean now above whole's), then a due re-check of the way
+    # not chosen (sharded again), then whole
+    assert ways[4:] == ["sharded", "sharded", "whole", "whole"]
+    shard_cost[0] = 0.01  # and fast again: a later re-check finds that
+    for _ in range(12):
+        run()
+    # re-checks every 4th call: the first one halves sharded's mean, the second brings it
+    # below whole's
+    assert ways[8:] == ["whole", "sharded", "whole", "whole", "whole", "sharded",
+                        "sharded", "sharded", "sharded", "whole", "sharded", "sharded"]
+    # another batch size is another bucket, measured on its own
+    calls.clear()
+    plan.run([x[:3]])
+    assert calls == [3] and set(plan.choices[2].seconds) == {"whole"}
 
 
 def _sequence_model(tmp_path: Path, kind: str):
@@ -153,14 +230,10 @@ def test_sequence_models_shard_except_recurrent_ones(tmp_path: Path, monkeypatch
     assert loaded.plan.separable is sharded
     x = np.random.default_rng(4).integers(0, 50, (9, 12)).astype(np.int32)
     x[:, 8:] = 0  # padded tails: the mask matters
-    monkeypatch.setattr(threads, "worker_count", lambda: 2)
-    monkeypatch.setattr(plan_module, "SHARD_MIN_SECONDS", 0.0)
-    calls = []
-    original = loaded.plan._run
-    monkeypatch.setattr(loaded.plan, "_run", lambda xs, keep_all=False: calls.append(len(xs[0]))
-                        or original(xs, keep_all))
+    _two_workers_one_blas_thread(monkeypatch)
+    calls = _record_runs(monkeypatch, loaded.plan)
     got = [loaded.predict(x) for _ in range(2)]
-    assert calls == ([4, 3, 2, 4, 4, 1] if sharded else [9, 9])
+    assert calls == ([9, 4, 4, 1] if sharded else [9, 9])
     want = model.predict(x, verbose=0)
     for g in got:
         np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-5)

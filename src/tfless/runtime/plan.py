@@ -31,6 +31,7 @@ from ..graph import Graph, Node
 from ..ops import get_op
 from ..ops.registry import OpSpec
 from . import memory, threads
+from .tf_separable import tf_batch_separable
 
 # Layers that compute every batch item on its own (the batch axis is never reduced, moved
 # or mixed), provided their `axis` config (if any) is a positive axis or -1.
@@ -105,9 +106,12 @@ def _per_sample(node: Node) -> bool:
     return node.op in PER_SAMPLE_OPS and _positive_axes(node.config)
 
 
-def batch_separable(nodes: list[Node]) -> bool:
+def batch_separable(nodes: list[Node], graph: Graph | None = None) -> bool:
     """Every node computes batch items independently, so a batch may be split (masks
-    included: each shard computes its own from its own inputs)."""
+    included: each shard computes its own from its own inputs). TF graph plans (tf.* ops)
+    are judged by following their data flow, which needs `graph`."""
+    if any(n.op.startswith("tf.") for n in nodes):
+        return graph is not None and tf_batch_separable(graph)
     return all(_per_sample(n) for n in nodes)
 
 
@@ -167,7 +171,7 @@ class Plan:
         self.n_slots = len(slots)
         self.slot_of = slots
         self.has_masks = any(st.spec.mask not in ("drop", "keep") for st in steps)
-        self.separable = batch_separable(graph.nodes)
+        self.separable = batch_separable(graph.nodes, graph)
         self.choices: dict[int, Choice] = {}  # batch.bit_length() -> measurements
         self.last_values: list[Any] | None = None
 

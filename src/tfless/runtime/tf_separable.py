@@ -76,6 +76,8 @@ def _node(op: str, config: dict, weights: dict, ins: list[tuple], n_out: int) ->
     first = ins[0]
     if op in UNARY:
         return [first]
+    if op == "BiasAdd" and first[0] == "batch" and ins[1][0] == CONST and first[1] >= 2:
+        return [first]  # TF requires a 1-D bias, added on the channel axis (never axis 0)
     if op in BINARY:
         ranks = {k[1] for k in batch}
         if len(ranks) != 1:

@@ -6,7 +6,8 @@ on. NumPy's BLAS reads the same variables at import, and a cap applied later wit
 threadpoolctl (as `tfless serve` does per batch thread) lowers the count further, so the
 runtime never uses more threads than BLAS is allowed.
 
-A large batch runs as shards on a thread pool, each shard with single-threaded BLAS: NumPy
+A large batch may run as shards on a thread pool (where `plan` measures that this wins),
+each shard with single-threaded BLAS: NumPy
 releases the GIL in matmul and in elementwise loops, so the elementwise work (depthwise
 convolution, padding, bias, activations), which NumPy runs on one core, is spread over the
 cores as well, and no BLAS thread ever waits on another one (OpenBLAS threads spin, which

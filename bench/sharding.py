@@ -1,6 +1,7 @@
 """How the runtime's way of running a batch (whole, single-threaded BLAS, or sharded over
 threads) performs: an MLP at 65,536 rows, the digits CNN at batch 1 and 32, and a Keras 3
-`export()` MobileNetV2 (alpha 0.35, 96x96) SavedModel (a tf.* graph plan) at batch 8.
+`export()` MobileNetV2 (alpha 0.35, 96x96) SavedModel (a tf.* graph plan) at batch 8, and the
+same network as a .keras file at batch 32 (where sharding has paid off for CNNs).
 
     .venv/bin/python bench/sharding.py [--plan OLD_PLAN.py] [--repeats 9]
 
@@ -43,7 +44,8 @@ def use_plan(path: str) -> None:
 def build_models() -> dict[str, Path]:
     CACHE.mkdir(exist_ok=True)
     mlp, mobilenet = CACHE / "mlp.keras", CACHE / "mobilenetv2_035_96"
-    if not mlp.exists() or not mobilenet.exists():
+    keras_cnn = CACHE / "mobilenetv2_035_96.keras"
+    if not mlp.exists() or not mobilenet.exists() or not keras_cnn.exists():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import keras
 
@@ -55,8 +57,11 @@ def build_models() -> dict[str, Path]:
         if not mobilenet.exists():
             keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35,
                                            weights=None).export(str(mobilenet), verbose=False)
+        if not keras_cnn.exists():
+            keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35,
+                                           weights=None).save(keras_cnn)
     return {"mlp": mlp, "digits": ROOT / "examples" / "digits_cnn.keras",
-            "mobilenet": mobilenet}
+            "mobilenet": mobilenet, "mobilenet.keras": keras_cnn}
 
 
 def median_seconds(model, x: np.ndarray, repeats: int, warmup: int) -> float:
@@ -82,15 +87,17 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     cases = [("mlp", 65536, (16,)), ("digits", 1, None), ("digits", 32, None),
-             ("mobilenet", 8, (96, 96, 3))]
+             ("mobilenet", 8, (96, 96, 3)), ("mobilenet.keras", 32, (96, 96, 3))]
     loaded = {name: tfless.load(p) for name, p in paths.items()}
     for name, batch, shape in cases:
         model = loaded[name]
         shape = shape or tuple(model.graph.inputs[0].shape[1:])
         x = rng.random((batch, *shape), dtype=np.float32)
         seconds = median_seconds(model, x, args.repeats, warmup=4)
-        print(f"{name:10s} batch {batch:6d}: {seconds * 1e3:9.2f} ms/call  "
-              f"{batch / seconds:10.0f} items/s", flush=True)
+        choice = getattr(model.plan, "choices", {}).get(batch.bit_length())
+        way = min(choice.seconds, key=choice.seconds.get) if choice else "-"
+        print(f"{name:16s} batch {batch:6d}: {seconds * 1e3:9.2f} ms/call  "
+              f"{batch / seconds:10.0f} items/s  way: {way}", flush=True)
 
 
 if __name__ == "__main__":

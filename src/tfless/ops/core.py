@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from .activations import get_activation
 from .quantized import (
+    KERAS_QUANTIZED_MODES,
     keras_quantization,
     keras_quantized_einsum,
     keras_quantized_kernel,
@@ -32,9 +33,6 @@ def check_weight_rank(layer: str, name: str, array: np.ndarray, rank: int) -> No
         )
 
 
-QUANTIZED_MODES = ("int8", "int4", "float8", "gptq", "awq")
-
-
 def _quantization_mode(config: dict[str, Any]) -> str | None:
     """The quantization mode Keras 3 recorded for a layer (`model.quantize(...)`), if any:
     a `quantization_config` object (Keras >= 3.13), or a quantized dtype policy, stored as
@@ -53,7 +51,7 @@ def _quantization_mode(config: dict[str, Any]) -> str | None:
     else:
         mode = policy if isinstance(policy, str) else ""
     mode = str(mode)
-    return mode if mode.split("_from_")[0].split("/")[0] in QUANTIZED_MODES else None
+    return mode if mode.split("_from_")[0].split("/")[0] in KERAS_QUANTIZED_MODES else None
 
 
 def check_no_quantization(config: dict[str, Any]) -> None:

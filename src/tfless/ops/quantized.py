@@ -213,6 +213,9 @@ KERAS_EXTRA_WEIGHTS = {
 }
 
 
+KERAS_QUANTIZED_MODES = ("int8", "int4", "float8", "gptq", "awq")
+
+
 def keras_quantization(config: dict) -> dict | None:
     """What `model.quantize()` recorded in a layer config: mode, int4 block size, and the
     input (activation) quantizer, or None for a float layer."""
@@ -225,9 +228,9 @@ def keras_quantization(config: dict) -> dict | None:
     base, _, block = mode.partition("/")
     qconfig = config.get("quantization_config")
     inner = qconfig.get("config") or {} if isinstance(qconfig, dict) else {}
-    if not base:
-        # A float policy computes in float even where quantize() recorded a config (an
-        # Embedding skips float8 quantization).
+    if base not in KERAS_QUANTIZED_MODES:
+        # A float policy ("float32", "mixed_float16", tf_keras's plain dtype strings) computes
+        # in float even where quantize() recorded a config (an Embedding skips float8).
         return None
     block_size = inner.get("block_size", int(block) if block.lstrip("-").isdigit() else None)
     activation = inner.get("activation_quantizer", "default") if inner else "default"

@@ -57,7 +57,7 @@ def _rsqrt(b: OnnxBuilder, v: str, epsilon: float) -> str:
     return b.op("Div", [b.f32(1), b.op("Sqrt", [b.op("Add", [v, b.f32(epsilon)])])])
 
 
-@converter("BatchNormalization")
+@converter("BatchNormalization", "SyncBatchNormalization")
 def convert_batch_normalization(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
     c, w = node.config, node.weights
     if c.get("mode", 0) != 0:

@@ -27,6 +27,7 @@ from ...ops.preprocessing import (
     _nearest_index,
     _sampling_weights,
     _size,
+    _value_range,
 )
 from ..onnx import OnnxBuilder, converter
 
@@ -250,3 +251,32 @@ def convert_discretization(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
     idx = b.reduce("ReduceSum", b.cast(above, np.int64), [-1], False)
     dtype = np.dtype(np.int32) if mode == "int" else _dtype(c, "float32")
     return _encode(b, node, idx, len(b.in_shape(node)), mode, len(edges) + 1, dtype)
+
+
+@converter("AutoContrast")
+def convert_auto_contrast(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
+    """Per-image, per-channel min/max over axes 1 and 2 stretched to [0, 255] (the value
+    range mapped there and back), NaN results keeping the input, as ops.preprocessing."""
+    low, high = _value_range(node.config)
+    to_255 = (low, high) != (F32(0), F32(255))
+    x = _float(b, node, xs[0])
+    single = len(b.in_shape(node)) == 3
+    images = b.op("Unsqueeze", [x, b.i64([0])]) if single else x
+    if to_255:
+        images = b.op("Mul", [b.op("Sub", [images, b.f32(low)]), b.f32(F32(255) / (high - low))])
+    lo = b.reduce("ReduceMin", images, [1, 2])
+    hi = b.reduce("ReduceMax", images, [1, 2])
+    scale = b.op("Div", [b.f32(255), b.op("Sub", [hi, lo])])
+    shift = b.op("Neg", [b.op("Mul", [lo, scale])])
+    out = b.clip(b.op("Add", [b.op("Mul", [images, scale]), shift]), 0.0, 255.0)
+    if to_255:
+        out = b.op("Add", [b.op("Mul", [out, b.f32((high - low) / F32(255))]), b.f32(low)])
+    if single:
+        out = b.op("Squeeze", [out, b.i64([0])])
+    return b.op("Where", [b.op("IsNaN", [out]), x, out], name=node.name)
+
+
+@converter("MaxNumBoundingBoxes")
+def convert_max_num_bounding_boxes(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
+    """Only bounding boxes are touched; images pass unchanged (as ops.preprocessing)."""
+    return b.op("Identity", [xs[0]], name=node.name)

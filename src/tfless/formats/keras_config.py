@@ -313,6 +313,11 @@ class GraphBuilder:
                 or len(call.args) != 1:
             config["call_args"] = call.args
             config["call_kwargs"] = call.kwargs
+        layer_state = getattr(self.weights, "layer_state", None)
+        if layer_state is not None:  # .keras: adapted vocabularies, named variables
+            for key, value in layer_state(saved).items():
+                if config.get(key) is None:
+                    config[key] = value
         weights = self._weights(spec, cls, config, names, saved)
         node_name = self._node_name(label, call_index)
         n_out = spec.num_outputs(config) if spec else 1

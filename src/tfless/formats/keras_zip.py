@@ -172,6 +172,26 @@ def open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Itera
     yield MemberWindow(fp, start, info.file_size)
 
 
+ASSET_CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
+
+
+def _read_assets(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], path: Path,
+                 limits: Limits) -> dict[tuple[str, ...], dict[str, bytes]]:
+    """Layer assets (`assets/<object path>/<file>`, e.g. an adapted lookup's
+    vocabulary.txt) in memory, keyed by the object path without its container names (the
+    `saved` path of a LayerRef). Each member is bounded like the config."""
+    assets: dict[tuple[str, ...], dict[str, bytes]] = {}
+    for name, info in members.items():
+        parts = PurePosixPath(name).parts
+        if len(parts) < 3 or parts[0] != "assets" or info.is_dir():
+            continue
+        if info.file_size > limits.max_config_bytes:
+            raise UnsafeModelError(f"{path}: asset {name} is larger than the config size limit")
+        key = tuple(p for p in parts[1:-1] if p not in ASSET_CONTAINERS)
+        assets.setdefault(key, {})[parts[-1]] = read_member(zf, info, path)
+    return assets
+
+
 def read_keras_zip(path: Path, limits: Limits = DEFAULT_LIMITS, lenient: bool = False) -> Graph:
     try:
         zf = zipfile.ZipFile(path)
@@ -200,7 +220,8 @@ def read_keras_zip(path: Path, limits: Limits = DEFAULT_LIMITS, lenient: bool = 
         meta = {"format": "keras", "keras_version": version, "source": str(path)}
         try:
             with open_member(zf, members[weights_name], path) as raw, h5py.File(raw, "r") as h5:
-                source = ObjectPathWeights(h5, f"{path}:{weights_name}", limits)
+                source = ObjectPathWeights(h5, f"{path}:{weights_name}", limits,
+                                           _read_assets(zf, members, path, limits))
                 builder = GraphBuilder(source, keras_major(version or "3"), str(path), lenient)
                 return builder.build_model(model, meta)
         except (OSError, zipfile.BadZipFile) as exc:

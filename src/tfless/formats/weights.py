@@ -274,11 +274,17 @@ class ObjectPathWeights:
 
     CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
 
-    def __init__(self, root: h5py.Group, where: str, limits: Limits = DEFAULT_LIMITS) -> None:
+    # Variables a layer's save_own_variables() stores by name rather than by number; they
+    # are layer state handed to the config (see layer_state), not positional weights.
+    NAMED_STATE = ("idf_weights",)
+
+    def __init__(self, root: h5py.Group, where: str, limits: Limits = DEFAULT_LIMITS,
+                 assets: dict[tuple[str, ...], dict[str, bytes]] | None = None) -> None:
         check_self_contained(root, where)
         self.root = root
         self.where = where
         self.reader = ArrayReader(where, limits)
+        self.assets = assets or {}
 
     def _find(self, saved: tuple[str, ...]) -> h5py.Group | None:
         with h5_reading(self.where, f"the weights of '{'/'.join(saved)}'"):
@@ -308,6 +314,7 @@ class ObjectPathWeights:
         if vars_group is not None and not isinstance(vars_group, h5py.Group):
             raise ModelFormatError(f"{self.where}: '{group.name}/vars' should be a group of "
                                    "weights but is a dataset")
+        keys = [k for k in keys if k not in self.NAMED_STATE]
         bad = [k for k in keys if not (k.isascii() and k.isdigit())]
         if bad:
             raise ModelFormatError(
@@ -335,6 +342,33 @@ class ObjectPathWeights:
         out: NamedArrays = []
         self._flatten(group, "", ref.children, out)
         return out
+
+    def layer_state(self, saved: tuple[str, ...]) -> dict[str, Any]:
+        """Config entries a layer keeps outside its config: a vocabulary learned with
+        adapt() (Keras writes it as the asset `vocabulary.txt`, special tokens first) and
+        named variables such as a tf_idf layer's full `idf_weights`."""
+        state: dict[str, Any] = {}
+        text = self.assets.get(saved, {}).get("vocabulary.txt")
+        if text is not None:
+            try:
+                lines = text.decode("utf8").splitlines()
+            except UnicodeDecodeError as exc:
+                raise ModelFormatError(f"{self.where}: the vocabulary asset of "
+                                       f"'{'/'.join(saved)}' is not UTF-8: {exc}") from exc
+            while lines and lines[-1] == "":  # Keras drops trailing empty lines on load
+                lines.pop()
+            state["vocabulary"] = lines
+        group = self._find(saved)
+        with h5_reading(self.where, f"the weights of '{'/'.join(saved)}'"):
+            vars_group = group["vars"] if group is not None and "vars" in group else None
+            named = [k for k in self.NAMED_STATE
+                     if isinstance(vars_group, h5py.Group) and k in vars_group]
+        for key in named:
+            label = f"{'/'.join(saved)}/vars/{key}"
+            with h5_reading(self.where, f"weight '{label}'"):
+                ds = vars_group[key]  # type: ignore[index]
+            state[f"saved_{key}"] = self.reader.read(ds, label).tolist()
+        return state
 
 
 def open_weight_source(group: h5py.Group, where: str) -> WeightSource:

@@ -4,9 +4,9 @@ HashedCrossing, IntegerLookup, StringLookup and TextVectorization.
 They turn values (numbers or strings) into indices and encode those as one/multi-hot or
 count vectors, exactly as Keras's TensorFlow route does (its bincount fast path for rank
 <= 2, one-hot reductions otherwise). String tensors are NumPy object arrays of `str`
-(see `tfless.model`). Vocabularies must be in the layer config (given to the constructor);
-a vocabulary Keras learned with `adapt()` lives in a side asset that tfless does not
-read, and such layers are refused by name.
+(see `tfless.model`). Vocabularies come from the layer config (given to the constructor)
+or, for a `.keras` file, from the layer's `vocabulary.txt` asset that `adapt()` leaves
+(the reader puts it in the config); formats that keep no vocabulary are refused by name.
 """
 
 from __future__ import annotations
@@ -263,6 +263,13 @@ class Lookup:
         return vocab
 
     def _idf(self, config: dict[str, Any], n_tokens: int) -> np.ndarray:
+        saved = config.get("saved_idf_weights")
+        if saved is not None:  # the .keras variable: already one weight per output index
+            full = np.asarray(saved, dtype=F32).reshape(-1)
+            if len(full) > self.depth:
+                raise ModelFormatError(f"layer '{self.name}': the stored idf_weights hold "
+                                       f"{len(full)} values for {self.depth} output indices")
+            return np.concatenate([full, np.zeros(self.depth - len(full), F32)])
         idf = config.get("idf_weights")
         if idf is None:
             raise UnsupportedLayer(f"layer '{self.name}': output_mode='tf_idf' needs "

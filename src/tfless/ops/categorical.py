@@ -250,7 +250,8 @@ class Lookup:
             raise UnsupportedLayer(
                 f"layer '{self.name}': its vocabulary is not in the model config (learned with "
                 "adapt() or read from a file, which Keras keeps in a side asset); tfless reads "
-                "vocabularies passed as `vocabulary=[...]` to the layer's constructor"
+                "vocabularies passed as `vocabulary=[...]` to the layer's constructor, and "
+                "adapted ones from a .keras file's assets: save the model with model.save('m.keras')"
             )
         vocab = [str(v) if self.strings else int(v) for v in vocabulary]
         special = [self.mask_token] * self.oov_start + [self.oov_token] * self.num_oov
@@ -335,8 +336,10 @@ class Lookup:
 def _lookup_weights(config: dict[str, Any]) -> list[str]:
     # tf_keras tf_idf layers store their idf weights as a variable as well as in the config
     # (Keras 3 .h5 files store none); the config's copy is the one used
+    # (a .keras file's named variable is read into `saved_idf_weights` by the reader)
     mode = config.get("output_mode")
-    return ["idf_weights"] if mode in ("tf_idf", "tf-idf") and "keras_major" in config else []
+    return ["idf_weights"] if mode in ("tf_idf", "tf-idf") and "keras_major" in config \
+        and "saved_idf_weights" not in config else []
 
 
 @register("StringLookup", weights=_lookup_weights)

@@ -131,3 +131,22 @@ def test_adapted_vocabulary_without_assets_is_refused(tmp_path, api: str, fmt: s
         model.save(path, save_format="tf")
     with pytest.raises(UnsupportedLayer, match="string_lookup.*vocabulary is not in the model"):
         tfless.load(path)
+
+
+def test_damaged_vocabulary_asset_is_a_format_error(tmp_path) -> None:
+    """A vocabulary asset that is not UTF-8 text is reported against the file."""
+    import zipfile
+
+    from tfless.errors import ModelFormatError
+
+    K = keras_module("keras3")
+    model = _adapted(K, K.layers.StringLookup(), strings(TRAIN_WORDS), (2,), "string")
+    model.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as src, \
+            zipfile.ZipFile(tmp_path / "bad.keras", "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, b"\xff\xfe cat" if info.filename.endswith("vocabulary.txt")
+                         else data)
+    with pytest.raises(ModelFormatError, match="vocabulary asset.*not UTF-8"):
+        tfless.load(tmp_path / "bad.keras")

@@ -22,6 +22,7 @@ import select
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -69,14 +70,16 @@ def _build_seeds(directory: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def seeds(request: pytest.FixtureRequest) -> Path:
+def seeds() -> Path:
     import keras
     import tensorflow as tf
 
     key = hashlib.sha256(
         (inspect_source(_build_seeds) + SEED_VERSION + keras.__version__ + tf.__version__).encode()
     ).hexdigest()[:16]
-    cache = Path(request.config.cache.mkdir("tfless-fuzz-seeds")) / key
+    # a content-keyed folder under the temp dir, not pytest's cache (CI runs without the
+    # cacheprovider plugin); xdist workers share it
+    cache = Path(tempfile.gettempdir()) / "tfless-fuzz-seeds" / key
     if not (cache / "done").exists():
         tmp = cache.with_name(f"{key}.{os.getpid()}.partial")
         shutil.rmtree(tmp, ignore_errors=True)

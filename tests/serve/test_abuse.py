@@ -146,8 +146,11 @@ def test_large_json_memory_is_bounded_and_returned(server: Server, models: Model
     # parsing costs a small multiple of the body (Python floats), never hundreds of MB per MB
     assert peak - base < 40 * len(body) / 1024**2, (base, peak)
     # the runtime keeps buffers for the largest batch it has seen and each worker thread's
-    # allocator arena settles at its own high-water mark; after that, memory does not grow
-    assert max(after[4:]) - max(after[:4]) < 15 and after[-1] - base < 100, (base, after)
+    # allocator arena settles at its own high-water mark (which thread gets which request
+    # varies, seen here up to 16.5 MB apart on a loaded machine); after that, memory does not
+    # grow: keeping even one body per request would add 4 bodies (26 MB) over the last four
+    body_mb = len(body) / 1024**2
+    assert max(after[4:]) - max(after[:4]) < 3 * body_mb and after[-1] - base < 100, (base, after)
     over = b" " * (MAX_JSON_MB * 1024 * 1024 + 1)
     r = requests.post(f"{server.url}/v1/models/mlp:predict", data=over, timeout=60)
     assert r.status_code == 413 and "--max-json-bytes" in r.json()["error"]

@@ -47,6 +47,9 @@ EXCLUDES = (
     "numpy.distutils", "numpy.random", "numpy.fft", "unittest", "doctest", "pdb", "pydoc",
     "xmlrpc", "curses", "readline", "sqlite3", "lib2to3", "numpy._core._multiarray_tests",
     "_codecs_cn", "_codecs_hk", "_codecs_iso2022", "_codecs_jp", "_codecs_kr", "_codecs_tw",
+    # batch scoring (reachable from tfless.cli's predict) and the engines it drives lazily:
+    # Ray's and Spark's optional integrations would pull in TensorFlow and h5py
+    "tfless.scale", "pyarrow", "tqdm", "dask", "distributed", "pyspark", "ray",
 )
 # Only inside with `--with-serve`: the server stack, and the standard library modules only
 # it imports (Uvicorn: asyncio, ssl, multiprocessing; Starlette: email, http; h11/idna:

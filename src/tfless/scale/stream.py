@@ -261,17 +261,25 @@ class _Writer(ABC):
             self.tmp.unlink(missing_ok=True)
 
 
-class _ParquetWriter(_Writer):
+class _ArrowWriter(_Writer):
+    """Parquet or CSV: a pyarrow writer opened on the first chunk's schema."""
+
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.writer: Any = None
 
-    def write(self, columns: dict[str, Any]) -> None:
-        import pyarrow.parquet as pq
+    @abstractmethod
+    def _table(self, columns: dict[str, Any]) -> Any:
+        """The chunk as a pyarrow Table this format can store."""
 
-        table = to_arrow(columns)
+    @abstractmethod
+    def _open(self, schema: Any) -> Any:
+        """A pyarrow writer on the temporary file."""
+
+    def write(self, columns: dict[str, Any]) -> None:
+        table = self._table(columns)
         if self.writer is None:
-            self.writer = pq.ParquetWriter(str(self.tmp), table.schema)
+            self.writer = self._open(table.schema)
         self.writer.write_table(table)
         self.rows += table.num_rows
 
@@ -281,19 +289,23 @@ class _ParquetWriter(_Writer):
             self.writer = None
 
     def commit(self) -> None:
-        if self.writer is None:  # no rows at all: still a valid, empty file
+        if self.writer is None:  # no rows at all
             raise InputError(f"{self.path}: the input has no rows; nothing was written")
         super().commit()
 
 
-class _CsvWriter(_Writer):
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.writer: Any = None
+class _ParquetWriter(_ArrowWriter):
+    def _table(self, columns: dict[str, Any]) -> Any:
+        return to_arrow(columns)
 
-    def write(self, columns: dict[str, Any]) -> None:
-        import pyarrow.csv as pcsv
+    def _open(self, schema: Any) -> Any:
+        import pyarrow.parquet as pq
 
+        return pq.ParquetWriter(str(self.tmp), schema)
+
+
+class _CsvWriter(_ArrowWriter):
+    def _table(self, columns: dict[str, Any]) -> Any:
         pa = _pyarrow()
         flat: dict[str, Any] = {}
         for name, v in columns.items():
@@ -304,21 +316,12 @@ class _CsvWriter(_Writer):
                 flat[name] = v
             else:
                 flat.update(flat_columns({name: v}))
-        table = pa.table(flat)
-        if self.writer is None:
-            self.writer = pcsv.CSVWriter(str(self.tmp), table.schema)
-        self.writer.write_table(table)
-        self.rows += table.num_rows
+        return pa.table(flat)
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+    def _open(self, schema: Any) -> Any:
+        import pyarrow.csv as pcsv
 
-    def commit(self) -> None:
-        if self.writer is None:
-            raise InputError(f"{self.path}: the input has no rows; nothing was written")
-        super().commit()
+        return pcsv.CSVWriter(str(self.tmp), schema)
 
 
 class _NpyWriter(_Writer):

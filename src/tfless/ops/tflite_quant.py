@@ -265,6 +265,18 @@ def batch_matmul(op: QuantOp) -> Compute:
 
 
 # ----- convolutions ----------------------------------------------------------------------
+def _hybrid_images_output(acc: np.ndarray, scale: np.ndarray, wscale: np.ndarray, n_out: int,
+                          bias: np.ndarray | None, act: Any) -> np.ndarray:
+    """A hybrid convolution's float output: the int32 (batch, h, w, out) accumulator times
+    each image's input scale and each channel's (or the one) weight scale, plus bias."""
+    factor = np.broadcast_to((scale[:, None] * wscale[None, :]).astype(F32),
+                             (scale.shape[0], n_out))
+    y = acc.astype(F32) * factor[:, None, None, :]
+    if bias is not None:
+        y = y + bias
+    return act(y.astype(F32))
+
+
 def _centered_padded(op: QuantOp, x: np.ndarray, geo: Any, zero: np.ndarray | int,
                      dtype: type = F64) -> tuple[np.ndarray, tuple[int, ...]]:
     """x - zero point as floats with zero ('same') padding, and the output size."""
@@ -321,16 +333,8 @@ def conv_2d(op: QuantOp) -> Compute:
             # filters symmetrically.
             q, scale, zero = _hybrid_images(op, x, per_channel)
             xp, out = _centered_padded(op, q, geo, zero)
-            acc = _im2col(xp, geo, out) @ wmat
-            if per_channel:
-                factor = (scale[:, None] * wscale[None, :]).astype(F32)
-            else:
-                factor = np.broadcast_to((scale * wscale[0]).astype(F32)[:, None],
-                                         (x.shape[0], n_out))
-            y = acc.astype(F32) * factor[:, None, None, :]
-            if bias is not None:
-                y = y + bias
-            return act(y.astype(F32))
+            return _hybrid_images_output(_im2col(xp, geo, out) @ wmat, scale, wscale, n_out,
+                                         bias, act)
 
         return hybrid
 
@@ -395,12 +399,7 @@ def depthwise_conv_2d(op: QuantOp) -> Compute:
             check(x)
             q, scale, zero = _hybrid_images(op, x, True)
             xp, out = _centered_padded(op, q, geo, zero)
-            acc = accumulate(xp, out)
-            factor = (scale[:, None] * wscale[None, :]).astype(F32)
-            y = acc.astype(F32) * factor[:, None, None, :]
-            if bias is not None:
-                y = y + bias
-            return act(y.astype(F32))
+            return _hybrid_images_output(accumulate(xp, out), scale, wscale, n_out, bias, act)
 
         return hybrid
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, MissingExtra
+from .chunk import Chunk
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 COLOR_MODES = {"grayscale": 1, "rgb": 3, "rgba": 4}
@@ -131,10 +132,8 @@ def load_image(path: Path, layout: ImageLayout) -> np.ndarray:
 def image_chunks(files: Sequence[Path], model: Any, chunk_rows: int, *,
                  image_size: tuple[int, int] | None = None, scale: float | None = None,
                  color_mode: str | None = None, interpolation: str = "nearest",
-                 columns: Any = None) -> Iterator[Any]:
+                 columns: Any = None) -> Iterator[Chunk]:
     """Chunks of decoded images as {input name: (n, ...) array, 'path': paths}."""
-    from .stream import Chunk
-
     specs = list(model.inputs)
     if len(specs) != 1:
         raise InputError(f"a folder of images feeds a one-input model; this model has "

@@ -18,13 +18,13 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, MissingExtra
+from .chunk import Chunk
 from .columns import ColumnMap, flat_columns, output_columns, parse_columns, to_arrow
 
 DEFAULT_CHUNK_ROWS = 65536
@@ -39,18 +39,6 @@ def _pyarrow() -> Any:
     except ImportError as exc:
         raise MissingExtra("pyarrow", "scale", "streaming batch scoring") from exc
     return pyarrow
-
-
-@dataclass
-class Chunk:
-    """Rows read from the input: `data` is a pyarrow Table/RecordBatch or a dict of arrays;
-    `where` names the file (and row group/rows) for errors; `offset` is the first row's
-    index within that file."""
-
-    data: Any
-    where: str
-    offset: int
-    rows: int
 
 
 def is_streaming(input: str, output: str | None) -> bool:

@@ -114,8 +114,25 @@ def _is_keras_op_only(cls: str) -> bool:
     return cls not in REGISTRY and f"keras.ops.{cls}" in REGISTRY
 
 
+# Config fields that hold whole layer entries (wrapped layers, RNN cells): the ops read them
+# in modern spelling too, so they are normalized with the layer that holds them.
+NESTED_LAYER_FIELDS = ("layer", "backward_layer", "cell", "cells")
+
+
+def _nested_entries(cfg: dict[str, Any], keras_major: int) -> dict[str, Any]:
+    for key in NESTED_LAYER_FIELDS:
+        value = cfg.get(key)
+        if isinstance(value, dict) and "class_name" in value:
+            cfg[key] = normalize_layer(value, keras_major)
+        elif isinstance(value, list):
+            cfg[key] = [normalize_layer(v, keras_major)
+                        if isinstance(v, dict) and "class_name" in v else v for v in value]
+    return cfg
+
+
 def normalize_layer(layer: dict[str, Any], keras_major: int) -> dict[str, Any]:
-    """A copy of a layer entry with its class and config in modern spelling."""
+    """A copy of a layer entry with its class and config in modern spelling, the layer
+    entries inside its config (NESTED_LAYER_FIELDS) included."""
     cls = layer.get("class_name")
     if not isinstance(cls, str):
         raise UnsupportedLayer(f"layer entry without a class_name: {str(layer)[:200]}")
@@ -130,7 +147,9 @@ def normalize_layer(layer: dict[str, Any], keras_major: int) -> dict[str, Any]:
         )
     out = dict(layer)
     cls = CLASS_RENAMES.get(cls, cls)
-    if isinstance(module, str) and module.startswith(KERAS_OPS_MODULES):
+    if cls.startswith("keras.ops."):
+        pass  # normalized before (a wrapper's entry is read again when it is inlined)
+    elif isinstance(module, str) and module.startswith(KERAS_OPS_MODULES):
         # a raw keras.ops call recorded in a Keras 3 Functional model, not a layer
         cls = f"keras.ops.{cls}"
     elif module is None and keras_major >= 3 and _is_keras_op_only(cls):
@@ -147,6 +166,7 @@ def normalize_layer(layer: dict[str, Any], keras_major: int) -> dict[str, Any]:
             cfg = _keras2_activations(cfg)
         if cls in CLASS_NORMALIZERS:
             cfg = CLASS_NORMALIZERS[cls](cfg, keras_major)
+        cfg = _nested_entries(cfg, keras_major)
     out["class_name"] = cls
     out["config"] = cfg
     return out

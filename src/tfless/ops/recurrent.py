@@ -62,9 +62,7 @@ def _nested(config: dict[str, Any], entry: Any, field: str) -> dict[str, Any]:
             f"layer '{config.get('name', '')}': field '{field}' holds no layer entry "
             f"(got {str(entry)[:120]})"
         )
-    from ..formats.normalize import normalize_layer  # the formats package imports ops
-
-    entry = normalize_layer(entry, _major(config))
+    # the reader already brought nested entries to modern spelling (formats/normalize.py)
     inner = dict(entry.get("config") or {})
     if "keras_major" in config:
         inner["keras_major"] = config["keras_major"]

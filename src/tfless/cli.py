@@ -7,10 +7,7 @@ are only for bugs.
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, TflessError
+from .model_io import load_from_args, read_inputs, write_outputs
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -60,104 +58,7 @@ def float_at_least(low: float, strict: bool = False) -> Callable[[str], float]:
     return parse
 
 
-def _load(args: argparse.Namespace) -> Any:
-    from .model import load
-
-    kwargs: dict[str, Any] = {}
-    if getattr(args, "backend", None):
-        kwargs["backend"] = args.backend
-    return load(args.model, weights=getattr(args, "weights", None), **kwargs)
-
-
-# ----- inputs and outputs -------------------------------------------------------------
-def read_inputs(path: str, model: Any) -> Any:
-    """An input file (.npy, .npz keyed by input name, .json) or '-' for JSON on stdin."""
-    names = [s.name for s in model.inputs]
-    if path == "-":
-        try:
-            text = sys.stdin.read()
-        except UnicodeDecodeError as exc:
-            raise InputError(f"stdin: not UTF-8 text: {exc}") from exc
-        return _json_inputs(text, names, "stdin")
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{path}: no such input file")
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".npy":
-            return np.load(p, allow_pickle=False)
-        if suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-            if set(data) == set(names):
-                return data
-            if len(data) == len(names) and len(names) == 1:
-                return next(iter(data.values()))
-            raise InputError(
-                f"{path}: .npz keys {sorted(data)} must be the model's input names {names}"
-            )
-        if suffix == ".json":
-            return _json_inputs(p.read_text(encoding="utf8"), names, path)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        # EOFError: a zero-byte .npy; BadZipFile: a damaged .npz
-        raise InputError(f"{path}: cannot read inputs: {type(exc).__name__}: {exc}") from exc
-    raise InputError(f"{path}: unknown input format '{suffix}'; use .npy, .npz or .json")
-
-
-def _json_inputs(text: str, names: list[str], where: str) -> Any:
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise InputError(f"{where}: not valid JSON (or nested too deeply): "
-                         f"{type(exc).__name__}: {exc}") from exc
-    try:
-        return _json_arrays(data, names)
-    except (ValueError, TypeError, RecursionError) as exc:  # ragged lists, objects in lists
-        raise InputError(f"{where}: the JSON values do not form arrays (lists of different "
-                         f"lengths?): {type(exc).__name__}: {exc}") from exc
-
-
-def _json_arrays(data: Any, names: list[str]) -> Any:
-    if isinstance(data, dict):
-        for key in ("inputs", "instances"):
-            if key in data and len(data) <= 2:
-                data = data[key]
-                break
-    if isinstance(data, dict):
-        return {k: np.asarray(v) for k, v in data.items()}
-    if len(names) > 1 and isinstance(data, list) and len(data) == len(names):
-        return [np.asarray(v) for v in data]
-    return np.asarray(data)
-
-
-def write_outputs(outputs: Any, names: list[str], out: str | None) -> None:
-    arrays = outputs if isinstance(outputs, list) else [outputs]
-    if out is None or out == "-":
-        payload: Any = {n: a.tolist() for n, a in zip(names, arrays)}
-        sys.stdout.write(json.dumps({"outputs": payload}) + "\n")
-        return
-    p = Path(out)
-    if not p.parent.is_dir():
-        raise InputError(f"{out}: cannot write outputs: no directory {str(p.parent)!r}")
-    suffix = p.suffix.lower()
-    tmp = p.with_name(p.name + ".partial")
-    if suffix == ".npy":
-        if len(arrays) != 1:
-            raise InputError(f"{out}: the model has {len(arrays)} outputs; write a .npz instead")
-        buf = io.BytesIO()
-        np.save(buf, arrays[0])
-        tmp.write_bytes(buf.getvalue())
-    elif suffix == ".npz":
-        buf = io.BytesIO()
-        np.savez(buf, **dict(zip(names, arrays)))
-        tmp.write_bytes(buf.getvalue())
-    elif suffix == ".json":
-        tmp.write_text(json.dumps({"outputs": {n: a.tolist() for n, a in zip(names, arrays)}}))
-    else:
-        raise InputError(f"{out}: unknown output format '{suffix}'; use .npy, .npz or .json")
-    tmp.replace(p)
-
-
+# ----- output ---------------------------------------------------------------------
 def format_top(scores: np.ndarray, k: int) -> str:
     """Per sample, the k highest-scoring classes of a (batch, classes) output."""
     if scores.ndim != 2:
@@ -180,10 +81,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .scale.command import run_predict
 
-    scored = run_predict(args, _load)  # tables, folders, globs, engines: streamed in chunks
+    scored = run_predict(args, load_from_args)  # tables, folders, globs, engines: streamed in chunks
     if scored is not None:
         return scored
-    model = _load(args)
+    model = load_from_args(args)
     x = read_inputs(args.input, model)
     y = model.predict(x, batch_size=args.batch_size, structured=False)
     if args.top:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..model_io import load_from_args, read_inputs
 from .onnx import ExportReport, VerifyReport, export_onnx, verify_onnx
 
 
@@ -50,15 +51,12 @@ def _onnx_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _onnx_run(args: argparse.Namespace) -> int:
-    from ..cli import _load
     from .onnx import DEFAULT_OPSET
 
     out = args.output or _default_output(args.model, ".onnx")
-    model = _load(args)
+    model = load_from_args(args)
     samples = None
     if getattr(args, "calibration", None):
-        from ..cli import read_inputs
-
         samples = read_inputs(args.calibration, model)
     report = export_onnx(model, out, opset=args.opset or DEFAULT_OPSET,
                          batch=args.batch, float16=args.float16,
@@ -81,10 +79,9 @@ register_format(ExportFormat("docker", "Dockerfile + models/<name>/1/ (a directo
 
 # ----- keras ---------------------------------------------------------------------------
 def _keras_run(args: argparse.Namespace) -> int:
-    from ..cli import _load
     from .keras import save_keras
 
-    print(save_keras(_load(args), args.output or _default_output(args.model, ".keras")))
+    print(save_keras(load_from_args(args), args.output or _default_output(args.model, ".keras")))
     return 0
 
 

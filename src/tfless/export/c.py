@@ -1695,7 +1695,7 @@ def add_cli_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from ..cli import _load
+    from ..model_io import load_from_args as _load
 
     out = args.output or str(Path(args.model).with_suffix("")) + "_c"
     written = export_c(_load(args), out, n_test=args.test_samples)

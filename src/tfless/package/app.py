@@ -58,7 +58,7 @@ def _load() -> tuple[Any, dict[str, Any]]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tfless.cli import read_inputs, write_outputs
+    from tfless.model_io import read_inputs, write_outputs
 
     model, _ = _load()
     y = model.predict(read_inputs(args.input, model), batch_size=args.batch_size,

@@ -61,7 +61,7 @@ SERVER_STACK = (
     "unicodedata",
 )
 # Imported by name after app.py set up the bare package, so PyInstaller cannot see them.
-HIDDEN_IMPORTS = ("tfless.model", "tfless.cli", "tfless.package.bundle")
+HIDDEN_IMPORTS = ("tfless.model", "tfless.model_io", "tfless.package.bundle")
 
 
 def _interpreter_library(path: Path) -> bool:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import InputError, ModelFormatError
 from ..graph import Graph, Node, TensorSpec
+from ..model_io import sample_inputs
 
 GRAPH, WEIGHTS, TEST_VECTOR, MANIFEST = "graph.json", "weights.npz", "test_vector.npz", \
     "manifest.json"
@@ -67,9 +68,7 @@ def save_bundle(model: Any, directory: str | Path, source: str | Path | None = N
     (out / GRAPH).write_text(json.dumps(doc, default=_jsonable), encoding="utf8")
     np.savez(out / WEIGHTS, **arrays)
 
-    from ..export.c import test_inputs
-
-    x = test_inputs(model, 2, seed)
+    x = sample_inputs(model, 2, seed)
     y = model.predict(x, structured=False)
     y = y if isinstance(y, list) else [y]
     np.savez(out / TEST_VECTOR, **{f"x{i}": a for i, a in enumerate(x)},

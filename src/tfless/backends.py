@@ -1,66 +1,55 @@
-"""Execution backends other than NumPy: `tfless.load(path, backend="onnxruntime")`.
+"""Execution backends other than NumPy: the plan runners behind `tfless.load(path, backend=...)`.
 
-The ONNX Runtime backend exports the loaded Graph to ONNX in memory (no file) and runs it
-in an ONNX Runtime session. It is a `tfless.Model` whose plan runs in ONNX Runtime:
-inputs, outputs, summary and batching behave exactly as with the NumPy backend.
+A backend turns a Graph (after the passes) into something shaped like the NumPy `Plan`:
+`run(inputs) -> outputs` and `trace(inputs)` (shape probing for descriptions, which stays on
+the NumPy plan). The Model builds one when asked for a backend, so inputs, outputs, summary
+and batching behave exactly as with the NumPy backend. The ONNX Runtime backend lowers the
+Graph to ONNX in memory (no file) and runs it in an ONNX Runtime session. This module knows
+Graphs and plans only, never the Model that uses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError
+from .export.onnx_builder import (
+    DEFAULT_OPSET,
+    graph_to_onnx,
+    ort_run,
+    ort_session,
+    require_onnxruntime,
+)
 from .graph import Graph
-from .model import Model
 
 BACKENDS = ("numpy", "onnxruntime")
 
 
 class OnnxRuntimePlan:
-    """Plan-shaped runner: `run` executes in ONNX Runtime, `trace` (shape probing for
-    descriptions) stays on the NumPy plan."""
+    """Plan-shaped runner: `run` executes the graph's ONNX lowering in ONNX Runtime, `trace`
+    stays on the NumPy plan."""
 
-    def __init__(self, session: Any, numpy_plan: Any) -> None:
-        self.session = session
+    def __init__(self, graph: Graph, numpy_plan: Any, opset: int | None = None) -> None:
+        require_onnxruntime()
+        self.opset = opset or DEFAULT_OPSET
         self.numpy_plan = numpy_plan
-        self.input_names = [i.name for i in session.get_inputs()]
+        self.onnx_model, _ = graph_to_onnx(graph, self.opset, plan=numpy_plan)
+        self.session = ort_session(self.onnx_model.SerializeToString())
+        self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        from .export.onnx import ort_run
-
         return ort_run(self.session, inputs)
 
     def trace(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
         return self.numpy_plan.trace(inputs)
 
 
-class OnnxRuntimeModel(Model):
-    """A Model whose predictions run in ONNX Runtime."""
-
-    backend = "onnxruntime"
-
-    def __init__(self, graph: Graph, optimize: bool | Sequence[str] = True,
-                 opset: int | None = None) -> None:
-        from .export.onnx import DEFAULT_OPSET, graph_to_onnx, ort_session, require_onnxruntime
-
-        require_onnxruntime()
-        super().__init__(graph, optimize=optimize)
-        self.opset = opset or DEFAULT_OPSET
-        self.onnx_model, _ = graph_to_onnx(self.graph, self.opset, plan=self.plan)
-        self.numpy_plan = self.plan
-        self.plan = OnnxRuntimePlan(ort_session(self.onnx_model.SerializeToString()), self.plan)
-
-    def __repr__(self) -> str:
-        return super().__repr__()[:-1] + " backend: onnxruntime>"
-
-
-def load_backend(name: str, graph: Graph, optimize: bool | Sequence[str] = True) -> Model:
-    """A Model for `graph` that runs on backend `name`."""
+def backend_plan(name: str, graph: Graph, numpy_plan: Any) -> Any:
+    """The runner for `graph` on backend `name` ("numpy" is `numpy_plan` itself)."""
     if name == "numpy":
-        return Model(graph, optimize=optimize)
+        return numpy_plan
     if name == "onnxruntime":
-        return OnnxRuntimeModel(graph, optimize=optimize)
+        return OnnxRuntimePlan(graph, numpy_plan)
     raise InputError(f"unknown backend '{name}'; available: {', '.join(BACKENDS)}")

@@ -21,14 +21,21 @@ class Model:
     """A loaded model. Use `tfless.load` to make one."""
 
     def __init__(self, graph: Graph, optimize: bool | Sequence[str] = True,
-                 reread: Callable[[], Graph] | None = None) -> None:
+                 reread: Callable[[], Graph] | None = None, backend: str = "numpy") -> None:
         # With `reread` (how to read the file again) the passes may fold weights into the
         # reader's arrays and the unoptimized graph is read again when asked for, so the
         # weights are never held twice (ResNet50: 159 MB instead of 256 MB).
         self.graph = optimize_graph(graph, optimize, in_place=reread is not None)
         self._reread = reread
         self._source_graph = None if reread is not None and self.graph is not graph else graph
-        self.plan = Plan(self.graph)
+        # the NumPy plan also serves the other backends: shape probes and export test vectors
+        self.numpy_plan = Plan(self.graph)
+        self.backend = backend
+        self.plan = self.numpy_plan
+        if backend != "numpy":
+            from .backends import backend_plan  # ONNX Runtime loads only when asked for
+
+            self.plan = backend_plan(backend, self.graph, self.numpy_plan)
         self._output_specs: list[TensorSpec] | None = None
 
     @property
@@ -214,7 +221,8 @@ class Model:
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{s.name}{_fmt(s.shape)}" for s in self.inputs)
-        return f"<tfless.Model {self.meta.get('source', '')} inputs: {ins}>"
+        backend = "" if self.backend == "numpy" else f" backend: {self.backend}"
+        return f"<tfless.Model {self.meta.get('source', '')} inputs: {ins}{backend}>"
 
 
 def _nest(template: Any, flat: list[np.ndarray]) -> Any:
@@ -264,9 +272,7 @@ def load(path: str | Path, weights: str | Path | None = None, *,
     graph = read_graph(path, weights, **graph_options)
     try:
         if backend != "numpy":
-            from .backends import load_backend
-
-            return load_backend(backend, graph, optimize=optimize)
+            return Model(graph, optimize=optimize, backend=backend)
         return Model(graph, optimize=optimize,
                      reread=_reader(Path(path), None if weights is None else Path(weights),
                                     graph_options))

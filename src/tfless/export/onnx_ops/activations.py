@@ -10,7 +10,7 @@ import numpy as np
 from ...errors import UnsupportedLayer
 from ...graph import Node
 from ...ops.activations import LARGE_NEGATIVE, _softmax_call, activation_name
-from ..onnx import OnnxBuilder, converter
+from ..onnx_builder import OnnxBuilder, converter
 
 Emit = Callable[[OnnxBuilder, str], str]
 

@@ -24,7 +24,7 @@ from ...ops.attention import (
     CallArgs,
     attention_equations,
 )
-from ..onnx import OnnxBuilder, converter
+from ..onnx_builder import OnnxBuilder, converter
 
 F32 = np.float32
 SOFTMAX_NEGATIVE = F32(-1e9)  # what Keras's masked Softmax puts on masked scores

@@ -23,7 +23,7 @@ from ...ops.convolutional import (
     int_tuple,
     transpose_out_size,
 )
-from ..onnx import OnnxBuilder, converter
+from ..onnx_builder import OnnxBuilder, converter
 from .activations import activation
 
 F32 = np.float32

@@ -6,7 +6,7 @@ import numpy as np
 
 from ...graph import Node
 from ...ops.core import INFERENCE_NOOPS
-from ..onnx import OnnxBuilder, converter
+from ..onnx_builder import OnnxBuilder, converter
 from .activations import activation
 
 

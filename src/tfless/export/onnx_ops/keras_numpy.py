@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import UnsupportedLayer
-from ..onnx import converter
+from ..onnx_builder import converter
 from .tfop import KERAS_OPS, Ctx, Emit, Sym, _convert_keras_op, _float_unary, _k3_reduce
 
 NEW_OPS = {

@@ -8,7 +8,7 @@ import numpy as np
 
 from ...errors import UnsupportedLayer
 from ...graph import Node
-from ..onnx import OnnxBuilder, converter
+from ..onnx_builder import OnnxBuilder, converter
 
 F32 = np.float32
 

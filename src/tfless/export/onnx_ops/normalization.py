@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import UnsupportedLayer
 from ...graph import Node
-from ..onnx import OnnxBuilder, converter
+from ..onnx_builder import OnnxBuilder, converter
 
 F32 = np.float32
 # tf_keras switches to its fused layer-norm kernel only above this epsilon

@@ -7,7 +7,7 @@ import numpy as np
 from ...graph import Node
 from ...ops.convolutional import channels_first, geometry
 from ...ops.pooling import _adaptive_windows, explicit_mask_input
-from ..onnx import OnnxBuilder, converter
+from ..onnx_builder import OnnxBuilder, converter
 from .convolutional import from_channels_first, spatial_sizes, to_channels_first, window_pads
 
 

@@ -29,7 +29,7 @@ from ...ops.preprocessing import (
     _size,
     _value_range,
 )
-from ..onnx import OnnxBuilder, converter
+from ..onnx_builder import OnnxBuilder, converter
 
 F32 = np.float32
 

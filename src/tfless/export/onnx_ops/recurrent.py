@@ -38,7 +38,7 @@ from ...ops.recurrent import (
     build_recurrent_layer,
     parse_rnn_call,
 )
-from ..onnx import CONVERTERS, OnnxBuilder, converter
+from ..onnx_builder import CONVERTERS, OnnxBuilder, converter
 from .activations import activation
 from .convolutional import from_channels_first, to_channels_first, window_pads
 

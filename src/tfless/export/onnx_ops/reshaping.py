@@ -7,7 +7,7 @@ from ...errors import UnsupportedLayer
 from ...graph import Node
 from ...ops.convolutional import channels_first, int_tuple
 from ...ops.reshaping import pairs
-from ..onnx import OnnxBuilder, converter
+from ..onnx_builder import OnnxBuilder, converter
 from .convolutional import from_channels_first, to_channels_first
 
 INT64_MAX = 2**63 - 1

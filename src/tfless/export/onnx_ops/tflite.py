@@ -32,7 +32,7 @@ from ...ops.tflite import (
     TfliteOp,
     _axes,
 )
-from ..onnx import OnnxBuilder, converter
+from ..onnx_builder import OnnxBuilder, converter
 from .activations import ACTIVATIONS
 from .convolutional import _transpose_pads, window_pads
 from .recurrent import CellEmitter, _act, _cols, run_layer

@@ -21,7 +21,7 @@ import numpy as np
 from ...errors import UnsupportedLayer
 from ...graph import Node
 from ...ops import tfop as rt
-from ..onnx import OnnxBuilder, converter
+from ..onnx_builder import OnnxBuilder, converter
 from .activations import ACTIVATIONS, glu, relu, softmax, sparsemax, squareplus
 
 INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)

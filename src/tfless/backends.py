@@ -15,13 +15,8 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .export.onnx_builder import (
-    DEFAULT_OPSET,
-    graph_to_onnx,
-    ort_run,
-    ort_session,
-    require_onnxruntime,
-)
+from .export.onnx_builder import DEFAULT_OPSET, ort_run, ort_session, require_onnxruntime
+from .export.onnx_lower import graph_to_onnx
 from .graph import Graph
 
 BACKENDS = ("numpy", "onnxruntime")

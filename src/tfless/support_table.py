@@ -27,7 +27,7 @@ def _registries() -> tuple[dict, dict, set[str], set[str]]:
     from .ops import REGISTRY
     from .ops.refusals import REFUSALS
 
-    onnx_export._load_converters()
+    onnx_export.load_converters()
     return REGISTRY, REFUSALS, set(onnx_export.CONVERTERS), set(c_export.EMITTERS)
 
 

@@ -25,7 +25,6 @@ from .onnx_builder import (  # noqa: F401  (re-exported: the public face of the 
     OnnxBuilder,
     TensorFacts,
     converter,
-    graph_to_onnx,
     max_opset,
     model_batch,
     ort_run,
@@ -34,7 +33,6 @@ from .onnx_builder import (  # noqa: F401  (re-exported: the public face of the 
     require_onnxruntime,
     tensor_facts,
     tfless_version,
-    unsupported_nodes,
 )
 from .onnx_check import (  # noqa: F401  (re-exported)
     ATOL,
@@ -50,6 +48,7 @@ from .onnx_check import (  # noqa: F401  (re-exported)
     verify_onnx,
 )
 from .onnx_float16 import weights_to_float16
+from .onnx_lower import graph_to_onnx, load_converters, unsupported_nodes  # noqa: F401
 
 
 @dataclass

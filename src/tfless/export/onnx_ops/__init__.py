@@ -17,5 +17,7 @@ from . import (  # noqa: F401
     recurrent,
     reshaping,
     tflite,
+    tflite_recurrent,
+    tflite_shapes,
     tfop,
 )

@@ -237,3 +237,37 @@ def test_sequence_models_shard_except_recurrent_ones(tmp_path: Path, monkeypatch
     want = model.predict(x, verbose=0)
     for g in got:
         np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_one_tries_single_threaded_blas_when_it_costs_enough(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # batch 1 cannot be sharded, but two BLAS threads may lose to one: measured like any
+    # other bucket once a call costs ONE_THREAD_MIN_SECONDS; the fake clock makes the
+    # single-threaded runs cheaper, so they are kept
+    plan = Plan(_conv_graph())
+    monkeypatch.setattr(threads, "blas_threads", lambda: 2)
+    limits: list[int] = []
+    clock = [0.0]
+    original = plan._run
+
+    def run(xs, keep_all=False):
+        one = threads._single_users > 0
+        limits.append(1 if one else 2)
+        clock[0] += 0.003 if one else 0.005
+        return original(xs, keep_all)
+
+    monkeypatch.setattr(plan, "_run", run)
+    monkeypatch.setattr(plan_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    x = np.random.default_rng(5).random((1, 10, 10, 3), dtype=np.float32)
+    want = original([x])[0]
+    outs = [plan.run([x])[0] for _ in range(4)]
+    assert limits == [2, 1, 1, 1]
+    assert set(plan.choices[1].seconds) == {"whole", "one-thread"}
+    for got in outs:
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    # a cheap batch-1 model (under ONE_THREAD_MIN_SECONDS) only ever runs whole
+    cheap = Plan(_conv_graph())
+    calls = _record_runs(monkeypatch, cheap, cost=lambda rows: 0.0005)
+    for _ in range(4):
+        cheap.run([x])
+    assert calls == [1] * 4 and set(cheap.choices[1].seconds) == {"whole"}

@@ -24,6 +24,8 @@ from . import (  # noqa: F401
     tflite,
     tflite_quant,
     tflite_quant_ops,
+    tflite_recurrent,
+    tflite_shapes,
     tfop,
 )
 from .registry import REGISTRY, OpSpec, get_op, register, supported_ops

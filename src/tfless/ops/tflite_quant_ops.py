@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from . import tflite as float_ops
+from . import tflite_shapes as float_ops
 from .quantized import (
     dequantize,
     int_range,

@@ -124,15 +124,17 @@ def write_outputs(outputs: Any, names: list[str], out: str | None) -> None:
     tmp.replace(p)
 
 
-def sample_inputs(model: Model, n: int, seed: int = 0) -> list[np.ndarray]:
+def sample_inputs(model: Model, n: int, seed: int = 0,
+                  steps: int | None = None) -> list[np.ndarray]:
     """Fixed sample inputs of batch `n`: token ids for inputs that feed an Embedding (below
-    its smallest vocabulary), else uniform(-1, 1) float32."""
+    its smallest vocabulary), else uniform(-1, 1) float32. A free non-batch axis takes
+    `steps` (when given)."""
     graph = model.graph
     rng = np.random.default_rng(seed)
     consumers = graph.consumers()
     arrays = []
     for spec in graph.inputs:
-        shape = (n, *spec.shape[1:])
+        shape = (n, *(steps if d is None and steps else d for d in spec.shape[1:]))
         rows = [c.weights["embeddings"].shape[0] for c in consumers.get(spec.name, [])
                 if c.op == "Embedding"]
         if rows:

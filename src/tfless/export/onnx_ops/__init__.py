@@ -20,4 +20,5 @@ from . import (  # noqa: F401
     tflite_recurrent,
     tflite_shapes,
     tfop,
+    tfop_keras,
 )

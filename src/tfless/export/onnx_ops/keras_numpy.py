@@ -10,7 +10,8 @@ import numpy as np
 
 from ...errors import UnsupportedLayer
 from ..onnx_builder import converter
-from .tfop import KERAS_OPS, Ctx, Emit, Sym, _convert_keras_op, _float_unary, _k3_reduce
+from .tfop import Ctx, Emit, Sym
+from .tfop_keras import KERAS_OPS, _convert_keras_op, _float_unary, _k3_reduce
 
 NEW_OPS = {
     **{name: _float_unary(lambda b, x, t=onnx_type: b.op(t, [x])) for name, onnx_type in {

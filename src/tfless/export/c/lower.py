@@ -24,6 +24,7 @@ import numpy as np
 from ...errors import TflessError, UnsupportedLayer
 from ..onnx import graph_to_onnx, require_onnx, require_onnxruntime
 from .dims import Dim, Shape, fit
+from .simplify import cancel_transposes
 
 # ops whose output is a pure function of their inputs' shapes (never of their values)
 SHAPE_OPS = {"Shape", "Size"}
@@ -201,6 +202,7 @@ def lower(model: Any, inputs_at: Any, max_steps: int | None) -> Lowered:
 
     proto, _ = graph_to_onnx(model.graph, DEFAULT_OPSET, batch=1,
                              plan=getattr(model, "numpy_plan", model.plan))
+    cancel_transposes(proto)
     free_axes = _free_axes(proto)
     names = [s.name for s in model.graph.inputs]
     if free_axes:

@@ -916,11 +916,12 @@ def test_every_tf_function_is_exercised() -> None:
     from tfless.export.onnx_ops import tfop as onnx_tfop
     from tfless.export.onnx_ops import tfop_keras as onnx_keras_ops
     from tfless.ops import tfop as runtime_tfop
+    from tfless.ops import tfop_keras as runtime_keras_ops
 
     assert set(runtime_tfop.TF_FUNCTIONS) == set(onnx_tfop.TF_FUNCTIONS)
     # tfop.py's keras.ops kernels all convert; converters added for keras.ops kernels in other
     # runtime modules (ops/keras_numpy.py, ops/keras_nn.py) each have a runtime op too.
-    assert set(runtime_tfop.KERAS_OPS) <= set(onnx_keras_ops.KERAS_OPS)
+    assert set(runtime_keras_ops.KERAS_OPS) <= set(onnx_keras_ops.KERAS_OPS)
     assert all(f"keras.ops.{op}" in REGISTRY for op in onnx_keras_ops.KERAS_OPS)
     source = inspect.getsource(sys.modules[__name__])
     spelled = {f: "tf." + f.replace("__operators__.", "") for f in runtime_tfop.TF_FUNCTIONS}

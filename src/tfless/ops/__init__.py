@@ -27,6 +27,7 @@ from . import (  # noqa: F401
     tflite_recurrent,
     tflite_shapes,
     tfop,
+    tfop_keras,
 )
 from .registry import REGISTRY, OpSpec, get_op, register, supported_ops
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ...graph import Node
 from ...ops import tfop as rt
+from ...ops import tfop_keras as runtime_keras_ops
 from ..onnx_builder import OnnxBuilder, converter
 from .activations import ACTIVATIONS, glu, relu, sparsemax, squareplus
 from .tfop import (
@@ -228,6 +229,6 @@ def _convert_keras_op(op: str) -> Callable[[OnnxBuilder, Node, list[str]], str]:
     return convert
 
 
-for _op in rt.KERAS_OPS:
+for _op in runtime_keras_ops.KERAS_OPS:
     if _op in KERAS_OPS:
         converter(f"keras.ops.{_op}")(_convert_keras_op(_op))

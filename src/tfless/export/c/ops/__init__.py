@@ -1,3 +1,3 @@
 """The C emitter families; importing this package registers every emitter."""
 
-from . import elementwise, linalg, loops, movement, reduce  # noqa: F401
+from . import elementwise, linalg, loops, movement, reduce, tensor  # noqa: F401

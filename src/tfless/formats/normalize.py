@@ -139,7 +139,10 @@ def normalize_layer(layer: dict[str, Any], keras_major: int) -> dict[str, Any]:
     cfg = layer.get("config")
     module = layer.get("module")
     registered = layer.get("registered_name")
-    if isinstance(registered, str) and ">" in registered:
+    # tf_keras's own applications register layers as custom objects (InceptionResNetV2's
+    # Custom>CustomScaleLayer); those named in CLASS_RENAMES from an applications module run
+    if isinstance(registered, str) and ">" in registered and not (
+            registered in CLASS_RENAMES and ".applications." in str(module)):
         raise UnsupportedLayer(
             f"layer '{(cfg or {}).get('name') if isinstance(cfg, dict) else cls}' is the custom "
             f"class '{registered}' (module {module!r}); custom layers cannot be loaded without "

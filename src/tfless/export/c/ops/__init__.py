@@ -1,3 +1,3 @@
 """The C emitter families; importing this package registers every emitter."""
 
-from . import elementwise, linalg, loops, movement, reduce, tensor  # noqa: F401
+from . import conv, elementwise, linalg, loops, movement, pool, reduce, spatial, tensor  # noqa: F401

@@ -1,5 +1,5 @@
 """C emitters for tensor ops the converters write beyond elementwise/movement/reductions:
-Einsum, CumSum, TopK and GatherElements.
+Einsum, CumSum (inclusive, forward), TopK and GatherElements.
 
 Einsum becomes one loop nest generated from the equation with every label's size known:
 output labels outside, summed labels inside, each operand read at the flat offset its labels
@@ -110,19 +110,18 @@ def emit_einsum(node: OpNode, ctx: Context) -> str:
 def emit_cumsum(node: OpNode, ctx: Context) -> str:
     x, y = node.inputs[0], node.outputs[0]
     axis = _axis(node, x.rank, int(node.inputs[1].ints()[0]))
-    exclusive, reverse = int(node.attr("exclusive", 0)), int(node.attr("reverse", 0))
+    if int(node.attr("exclusive", 0)) or int(node.attr("reverse", 0)):
+        # the converters write only the inclusive forward sum (keras.ops.cumsum, sparsemax)
+        raise node.fail("exclusive or reverse CumSum; the C emitter computes the inclusive "
+                        "forward sum")
     pre, n, post = prod(x.shape[:axis]), x.shape[axis], prod(x.shape[axis + 1:])
     acc = "double" if x.ctype == "double" else ("float" if x.dtype.kind == "f" else "int64_t")
-    k = f"({n} - 1 - j)" if reverse else "j"
-    # exclusive: each output is the sum of the elements before it (0 for the first)
-    step = (f"{y.ref}[at] = ({y.ctype})acc; acc += src[at];" if exclusive
-            else f"acc += src[at]; {y.ref}[at] = ({y.ctype})acc;")
     return (f"    const {x.ctype}* src = {ctx.data(x)};\n"
             f"    for (int o = 0; o < {pre}; ++o) for (int i = 0; i < {post}; ++i) {{\n"
             f"        {acc} acc = 0;\n"
             f"        for (int j = 0; j < {n}; ++j) {{\n"
-            f"            const size_t at = ((size_t)o * {n} + (size_t){k}) * {post} + i;\n"
-            f"            {step}\n"
+            f"            const size_t at = ((size_t)o * {n} + (size_t)j) * {post} + i;\n"
+            f"            acc += src[at]; {y.ref}[at] = ({y.ctype})acc;\n"
             f"        }}\n    }}")
 
 

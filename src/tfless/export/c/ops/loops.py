@@ -14,7 +14,7 @@ from ..lower import _outer_names, body_of
 
 
 def _copy(dst: str, src: str, n: Dim) -> str:
-    return f"memmove({dst}, {src}, (size_t)({n}) * sizeof(*{dst}));"
+    return f"memmove({dst}, {src}, (size_t)({n}) * sizeof(*({dst})));"
 
 
 def _strided(t: Tensor, axis: int) -> tuple[Dim, Dim, Dim]:

@@ -16,6 +16,11 @@ export/onnx_lower.py, export/onnx_ops/*.py) is parsed with `ast`, and
 The scan is checked against itself: it must find ops written both ways (literal Conv, table
 Acosh/MaxPool), and it must not pick up the Keras layer names LSTM/GRU/Attention.
 
+A guard keeps the module list honest: every other module under tfless/ that calls `make_node`
+or `.op(` must be one of the ONNX post-passes the C export never runs (onnx_float16.py casts
+weights to float16, onnx_quantize.py writes QuantizeLinear/DequantizeLinear pairs) or the C
+backend itself.
+
 Op types the C backend handles without an emitter: views (Reshape, Flatten, Squeeze,
 Unsqueeze; emit.VIEWS) and shape ops that are always folded (Shape, Size; lower.SHAPE_OPS).
 """
@@ -31,8 +36,9 @@ import numpy as np
 import tfless
 from tests.parity import assert_close, keras_predict, randomize_weights
 from tfless.export.c import export_c
-from tfless.export.c.emit import VIEWS, load_emitters
+from tfless.export.c.emit import VIEWS
 from tfless.export.c.lower import SHAPE_OPS
+from tfless.export.c.ops import load_emitters
 
 EXPORT = Path(tfless.__file__).parent / "export"
 BUILDERS = {"op", "reduce", "make_node"}
@@ -82,6 +88,21 @@ def written_op_types() -> dict[str, set[str]]:
                   and n.value.isidentifier() and onnx.defs.has(n.value)):
                 found.setdefault(n.value, set()).add(path.name)
     return found
+
+
+def test_the_scan_reads_every_module_that_builds_lowering_nodes() -> None:
+    post_passes = {EXPORT / "onnx_float16.py", EXPORT / "onnx_quantize.py"}
+    scanned = set(_converter_modules())
+    builders = set()
+    for path in Path(tfless.__file__).parent.rglob("*.py"):
+        if EXPORT / "c" in path.parents:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        if any(isinstance(n, ast.Call) and _call_name(n) in {"make_node", "op"} and n.args
+               and isinstance(n.func, ast.Attribute) for n in ast.walk(tree)):
+            builders.add(path)
+    assert builders - post_passes <= scanned, sorted(map(str, builders - post_passes - scanned))
+    assert EXPORT / "onnx_builder.py" in builders  # the scan sees the builder's own calls
 
 
 def test_the_scan_finds_ops_both_ways_and_skips_layer_names() -> None:

@@ -206,3 +206,28 @@ def test_einsum_implicit_output_matches_onnx_runtime(tmp_path: Path) -> None:
     done = _compile_and_run(tmp_path / "m.keras", tmp_path / "c", xs)
     assert_close([np.frombuffer(done.stdout, "<f4").reshape(2, -1)], [_flat([want], 2)],
                  "C implicit einsum")
+
+
+def test_einsum_attention_over_a_free_sequence_axis(tmp_path: Path) -> None:
+    """Einsum loop bounds that follow the run-time length (`steps`): attention scores over
+    a sequence compiled for up to 9 steps, run at 5."""
+    import keras
+
+    q = keras.Input((None, 4))
+    out, scores = keras.layers.MultiHeadAttention(2, 3)(q, q, return_attention_scores=True)
+    model = keras.Model(q, [out, scores])
+    randomize_weights(model)
+    xs = [_rand(2, 5, 4)]
+    want = keras_predict(model, xs)
+    model.save(tmp_path / "m.keras")
+    out_dir = tmp_path / "c"
+    export_c(tfless.load(tmp_path / "m.keras"), out_dir, max_steps=9)
+    built = subprocess.run(["make", "-s", "all", "test"], cwd=out_dir, env=CLEAN_ENV,
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-3000:]
+    assert "steps" in (out_dir / "model.c").read_text()
+    done = subprocess.run([str(out_dir / "model"), "--steps", "5"],
+                          input=xs[0].astype("<f4").tobytes(), capture_output=True, check=True,
+                          env=CLEAN_ENV, timeout=60)
+    assert_close([np.frombuffer(done.stdout, "<f4").reshape(2, -1)], [_flat(want, 2)],
+                 "C attention at 5 of 9 steps")

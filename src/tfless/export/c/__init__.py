@@ -23,9 +23,10 @@ import numpy as np
 from ...errors import InputError, TflessError, UnsupportedLayer
 from ...model_io import load_from_args, sample_inputs
 from .dims import at
-from .emit import CTYPES, EMITTERS, Context, c_literal, load_emitters
+from .emit import CTYPES, EMITTERS, Context, c_literal
 from .files import MAIN_C, MAKEFILE, arena_ref, array_literal, model_c, model_h, test_c
 from .lower import lower
+from .ops import load_emitters
 
 DEFAULT_MAX_STEPS = 256
 

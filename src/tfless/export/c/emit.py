@@ -156,12 +156,6 @@ def emits(*ops: str) -> Callable[[Emitter], Emitter]:
     return decorate
 
 
-def load_emitters() -> dict[str, Emitter]:
-    from . import ops  # noqa: F401  (importing fills EMITTERS)
-
-    return EMITTERS
-
-
 @dataclass
 class Slot:
     """Arena storage of one root tensor: [first, last] positions in the call order."""

@@ -24,6 +24,7 @@ import numpy as np
 from ...errors import TflessError, UnsupportedLayer
 from ..onnx import graph_to_onnx, require_onnx, require_onnxruntime
 from .dims import Dim, Shape, fit
+from .onnx_graph import body_of, outer_names
 from .simplify import cancel_transposes
 
 # ops whose output is a pure function of their inputs' shapes (never of their values)
@@ -91,7 +92,7 @@ def _run_exposed(onnx: Any, graph: Any, feeds: dict[str, np.ndarray], initialize
     for node in g.node:
         defined.update(o for o in node.output if o)
     known_inits = {t.name: t for t in initializers}
-    for name in _outer_names(graph):
+    for name in outer_names(graph):
         if name in defined:
             continue
         if name in known_inits:
@@ -110,26 +111,6 @@ def _run_exposed(onnx: Any, graph: Any, feeds: dict[str, np.ndarray], initialize
     wanted = {i.name for i in session.get_inputs()}
     values = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
     return dict(zip(names, (np.asarray(v) for v in values)))
-
-
-def _outer_names(graph: Any) -> list[str]:
-    """Names a graph's nodes (and their sub-graphs) read, in first-use order."""
-    seen: list[str] = []
-    for node in graph.node:
-        for name in node.input:
-            if name and name not in seen:
-                seen.append(name)
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                seen += [n for n in _outer_names(attr.g) if n not in seen]
-    return seen
-
-
-def body_of(node: Any) -> Any:
-    for attr in node.attribute:
-        if attr.name == "body":
-            return attr.g
-    raise TflessError(f"ONNX node '{node.name}' ({node.op_type}) has no body")
 
 
 def _attr(node: Any, name: str, default: Any) -> Any:

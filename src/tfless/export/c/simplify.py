@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .onnx_graph import outer_names
+
 # ops that compute each element from the same element only (any layout), with their data
 # input first; the other inputs must be scalars for the rewrite to be valid
 LAYOUT_FREE = {"Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "Elu", "Selu", "Celu",
@@ -77,9 +79,7 @@ def cancel_transposes(model: Any) -> int:
 
 
 def _body_reads(node: Any) -> list[str]:
-    from .lower import _outer_names
-
-    return [n for a in node.attribute if a.HasField("g") for n in _outer_names(a.g)]
+    return [n for a in node.attribute if a.HasField("g") for n in outer_names(a.g)]
 
 
 def _splice(graph: Any, first: Any, chain: list[Any], last: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..dims import Dim, prod
 from ..emit import Context, OpNode, Tensor, emits
-from ..lower import _outer_names, body_of
+from ..onnx_graph import body_of, outer_names
 
 
 def _copy(dst: str, src: str, n: Dim) -> str:
@@ -43,7 +43,7 @@ def emit_scan(node: OpNode, ctx: Context) -> str:
     inner = {o for n in body.node for o in n.output} | set(b_in)
     for name in [*b_in, *b_out, *(t.name for t in node.inputs if t is not None),
                  *(t.name for t in node.outputs if t is not None),
-                 *(n for n in _outer_names(body) if n not in inner)]:
+                 *(n for n in outer_names(body) if n not in inner)]:
         if name in ctx.facts.dtypes and name not in ctx.facts.consts:
             ctx.use(name, at_pos=end)
     states_in = [ctx.tensor(n) for n in b_in[:n_state]]

@@ -83,9 +83,13 @@ def emit_einsum(node: OpNode, ctx: Context) -> str:
     y = node.outputs[0]
     ins, out = parse_einsum(node, str(node.attr("equation", "")), [x.rank for x in xs])
     sizes = _label_sizes(node, ins, xs)
-    summed = [c for c in dict.fromkeys(c for labels in ins for c in labels) if c not in out]
-    var = {c: f"i{k}" for k, c in enumerate(out)}
+    one = {c for c, d in sizes.items() if isinstance(d, int) and d == 1}  # no loop: index 0
+    summed = [c for c in dict.fromkeys(c for labels in ins for c in labels)
+              if c not in out and c not in one]
+    looped = [c for c in out if c not in one]
+    var = {c: f"i{k}" for k, c in enumerate(looped)}
     var.update({c: f"r{k}" for k, c in enumerate(summed)})
+    acc = "double" if y.ctype == "double" else ("float" if y.dtype.kind == "f" else "int64_t")
     reads = []
     for x, labels in zip(xs, ins):
         # a label repeated in one term (a diagonal) adds its strides
@@ -95,14 +99,14 @@ def emit_einsum(node: OpNode, ctx: Context) -> str:
                 continue  # broadcast (or a size-1 axis): always index 0
             strides[c] = strides.get(c, 0) + s
         offset = index([var[c] for c in strides], list(strides.values()))
-        reads.append(f"{ctx.data(x)}[{offset}]")
-    acc = "double" if y.ctype == "double" else ("float" if y.dtype.kind == "f" else "int64_t")
-    term = " * ".join(f"({acc}){r}" for r in reads)
+        cast = "" if x.ctype == acc else f"({acc})"
+        reads.append(f"{cast}{ctx.data(x)}[{offset}]")
+    term = " * ".join(reads)
     inner = loops(tuple(sizes[c] for c in summed), f"acc += {term};", var="r", indent=0) \
         if summed else f"acc += {term};"
-    dst = index([var[c] for c in out], y.strides)
+    dst = index([var[c] for c in looped], [s for c, s in zip(out, y.strides) if c not in one])
     body = f"{acc} acc = 0;\n{inner}\n{y.ref}[{dst}] = ({y.ctype})acc;"
-    return loops(tuple(sizes[c] for c in out), body)
+    return loops(tuple(sizes[c] for c in looped), body)
 
 
 # ----- CumSum -------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def _lower(model: Any, max_steps: int | None, steps: int | None) -> Any:
 
     try:
         return lower(model, inputs_at, None if fixed or not free else
-                     (max_steps or DEFAULT_MAX_STEPS))
+                     (max_steps or DEFAULT_MAX_STEPS), steps=fixed)
     except UnsupportedLayer as exc:
         text = str(exc)
         if text.startswith("ONNX export does not support"):

@@ -173,11 +173,12 @@ def _free_axes(proto: Any) -> list[tuple[int, int]]:
     return free
 
 
-def lower(model: Any, inputs_at: Any, max_steps: int | None) -> Lowered:
+def lower(model: Any, inputs_at: Any, max_steps: int | None, steps: int | None = None) -> Lowered:
     """The lowered graph of a tfless Model with its facts.
 
     `inputs_at(steps)` gives one sample per input (batch 1) with the free axis at `steps`
-    (ignored when there is none); `max_steps` is the longest length the C code accepts."""
+    (ignored when there is none); `max_steps` is the longest length the C code accepts;
+    `steps` fixes the free axis at that length instead (--steps)."""
     onnx = require_onnx()
     from ..onnx import DEFAULT_OPSET
 
@@ -185,6 +186,11 @@ def lower(model: Any, inputs_at: Any, max_steps: int | None) -> Lowered:
                              plan=getattr(model, "numpy_plan", model.plan))
     cancel_transposes(proto)
     free_axes = _free_axes(proto)
+    if free_axes and steps:
+        # a fixed length: the lowered inputs get it, and no size follows a run-time length
+        for i, axis in free_axes:
+            proto.graph.input[i].type.tensor_type.shape.dim[axis].dim_value = steps
+        free_axes = []
     names = [s.name for s in model.graph.inputs]
     if free_axes:
         if len(free_axes) > 1:

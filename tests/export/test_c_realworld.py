@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from tfless.export.c import export_c
 pytestmark = pytest.mark.slow
 
 CLEAN_ENV = {"PATH": "/usr/bin:/bin"}
+TFLESS = Path(sys.executable).parent / "tfless"  # the console script of the venv under test
 
 
 def _rows() -> list[dict[str, str]]:
@@ -51,6 +53,12 @@ def _reference(row: dict[str, str]) -> tuple[list[np.ndarray], list[np.ndarray]]
         return pick("x"), pick("y")
 
 
+def _cli_export(path: Path, out: Path, *args: str) -> None:
+    done = subprocess.run([str(TFLESS), "export", str(path), "-f", "c", "-o", str(out), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"tfless export {path.name} -f c: {done.stderr[-3000:]}"
+
+
 def _free_length(model: tfless.Model, xs: list[np.ndarray]) -> int | None:
     """The reference length on the model's free (sequence) axis, if it has one."""
     for spec, x in zip(model.graph.inputs, xs):
@@ -66,9 +74,12 @@ def test_realworld_model_compiles_to_c_and_matches_keras(row: dict[str, str], tm
     model = tfless.load(_file(row))
     steps = _free_length(model, xs)
     out = tmp_path / "c"
-    # a free axis is compiled for up to twice the reference length, so the run-time length
-    # (model --steps N) is a real argument, not the compiled maximum
-    export_c(model, out, n_test=1, max_steps=None if steps is None else 2 * steps)
+    if steps is None:
+        export_c(model, out, n_test=1)
+    else:
+        # as a user would: the CLI, compiled for up to twice the reference length, so the
+        # run-time length (model --steps N) is a real argument, not the compiled maximum
+        _cli_export(_file(row), out, "--max-steps", str(2 * steps))
     built = subprocess.run(["make", "-s", "all", "test"], cwd=out, env=CLEAN_ENV,
                            capture_output=True, text=True)
     assert built.returncode == 0, f"realworld {row['id']}: make failed:\n{built.stderr[-3000:]}"
@@ -89,7 +100,7 @@ def test_realworld_model_without_reference_matches_numpy_runtime(row: dict[str, 
     """Full models no Keras loader could run (no reference) but tfless loads: the compiled
     code must match the tfless NumPy runtime (the test vectors `make test` checks)."""
     out = tmp_path / "c"
-    export_c(tfless.load(_file(row)), out, n_test=2)
+    _cli_export(_file(row), out, "--test-samples", "2")
     built = subprocess.run(["make", "-s", "all", "test"], cwd=out, env=CLEAN_ENV,
                            capture_output=True, text=True)
     assert built.returncode == 0, f"realworld {row['id']}: {built.stdout[-2000:]}{built.stderr[-2000:]}"
@@ -112,6 +123,11 @@ def test_realworld_non_model_fails_with_the_loaders_error(file_id: str, tmp_path
         export_c(tfless.load(_file(row)), out)
     assert _file(row).name in str(info.value)
     assert not out.exists()
+    # the CLI: exit status 2 and the same error on one line, no traceback, nothing written
+    done = subprocess.run([str(TFLESS), "export", str(_file(row)), "-f", "c", "-o", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert words in done.stderr and _file(row).name in done.stderr and not out.exists()
 
 
 def test_every_file_is_covered() -> None:

@@ -28,10 +28,12 @@ Unsqueeze; emit.VIEWS) and shape ops that are always folded (Shape, Size; lower.
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import tfless
 from tests.parity import assert_close, keras_predict, randomize_weights
@@ -71,6 +73,7 @@ def _excluded_strings(tree: ast.AST) -> set[int]:
     return out
 
 
+@functools.cache
 def written_op_types() -> dict[str, set[str]]:
     """ONNX op type -> modules that can write it."""
     import onnx.defs
@@ -140,6 +143,7 @@ def _rand(*shape: int, seed: int = 5) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_einsum_cumsum_topk_gather_elements_match_keras(tmp_path: Path) -> None:
     import keras
 
@@ -171,6 +175,7 @@ def test_einsum_cumsum_topk_gather_elements_match_keras(tmp_path: Path) -> None:
     assert_close([got], [_flat(want, 3)], "C tensor ops")
 
 
+@pytest.mark.slow
 def test_gather_elements_wraps_negative_ids_and_flags_out_of_range(tmp_path: Path) -> None:
     import keras
 
@@ -191,6 +196,7 @@ def test_gather_elements_wraps_negative_ids_and_flags_out_of_range(tmp_path: Pat
     assert failed.returncode == 1 and b"sample 1" in failed.stderr and b"out of range" in failed.stderr
 
 
+@pytest.mark.slow
 def test_einsum_implicit_output_matches_onnx_runtime(tmp_path: Path) -> None:
     """An equation without '->' (ONNX and NumPy: the labels used once, sorted, so 'bji' is
     a transpose) checked against ONNX Runtime on the same lowered graph. (Keras on the TF
@@ -208,6 +214,7 @@ def test_einsum_implicit_output_matches_onnx_runtime(tmp_path: Path) -> None:
                  "C implicit einsum")
 
 
+@pytest.mark.slow
 def test_einsum_attention_over_a_free_sequence_axis(tmp_path: Path) -> None:
     """Einsum loop bounds that follow the run-time length (`steps`): attention scores over
     a sequence compiled for up to 9 steps, run at 5."""

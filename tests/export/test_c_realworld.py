@@ -12,6 +12,7 @@ spreads them; nothing is cached in the repository.
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 import tfless
 from tests.conftest import REALWORLD
+from tests.export.test_c_coverage import written_op_types
 from tests.parity import assert_close
 from tfless.export.c import export_c
 
@@ -83,6 +85,9 @@ def test_realworld_model_compiles_to_c_and_matches_keras(row: dict[str, str], tm
     built = subprocess.run(["make", "-s", "all", "test"], cwd=out, env=CLEAN_ENV,
                            capture_output=True, text=True)
     assert built.returncode == 0, f"realworld {row['id']}: make failed:\n{built.stderr[-3000:]}"
+    # the static scan of the converters (test_c_coverage) saw every op compiled here
+    compiled = set(re.findall(r"^/\* \S+: (\w+) ", (out / "model.c").read_text(), re.M))
+    assert compiled and compiled <= set(written_op_types()), compiled - set(written_op_types())
     n = xs[0].shape[0]
     raw = np.concatenate([x.reshape(n, -1).astype("<f4") for x in xs], axis=1).tobytes()
     args = [str(out / "model")] + (["--steps", str(steps)] if steps is not None else [])

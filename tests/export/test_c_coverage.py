@@ -239,3 +239,43 @@ def test_einsum_attention_over_a_free_sequence_axis(tmp_path: Path) -> None:
                           env=CLEAN_ENV, timeout=60)
     assert_close([np.frombuffer(done.stdout, "<f4").reshape(2, -1)], [_flat(want, 2)],
                  "C attention at 5 of 9 steps")
+
+
+@pytest.mark.slow
+def test_topk_helper_matches_onnx_runtime_values_and_tie_order(tmp_path: Path) -> None:
+    """The TopK indices no converter exposes yet: the C helper against ONNX Runtime's TopK
+    (ties: the lower index first) on (outer, n, inner) blocks with repeated values."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from tfless.export.c.ops.tensor import TOPK_C
+
+    outer, n, inner, k = 2, 7, 3, 4
+    x = np.round(_rand(outer, n, inner, seed=9) * 2) / 2  # few distinct values: many ties
+    graph = helper.make_graph(
+        [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1, largest=1, sorted=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("v", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("i", TensorProto.INT64, None)],
+        [onnx.numpy_helper.from_array(np.array([k], np.int64), "k")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    want_v, want_i = sess.run(None, {"x": x})
+    main = (f"#include <math.h>\n#include <stdint.h>\n#include <stddef.h>\n#include <stdio.h>\n"
+            f"{TOPK_C}\nint main(void) {{\n"
+            f"    static float x[{x.size}], v[{outer * k * inner}]; static int64_t ix[{outer * k * inner}];\n"
+            f"    if (fread(x, sizeof(float), {x.size}, stdin) != {x.size}) return 1;\n"
+            f"    topk_axis(x, v, ix, {outer}, {n}, {inner}, {k}, 1);\n"
+            f"    fwrite(v, sizeof(float), {outer * k * inner}, stdout);\n"
+            f"    fwrite(ix, sizeof(int64_t), {outer * k * inner}, stdout);\n    return 0;\n}}\n")
+    (tmp_path / "topk.c").write_text(main)
+    subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-std=c99", "-o", "topk", "topk.c"],
+                   cwd=tmp_path, check=True, env=CLEAN_ENV, capture_output=True)
+    done = subprocess.run([str(tmp_path / "topk")], input=x.astype("<f4").tobytes(),
+                          capture_output=True, check=True, env=CLEAN_ENV, timeout=60)
+    size = outer * k * inner
+    got_v = np.frombuffer(done.stdout[:4 * size], "<f4").reshape(want_v.shape)
+    got_i = np.frombuffer(done.stdout[4 * size:], "<i8").reshape(want_i.shape)
+    np.testing.assert_array_equal(got_v, want_v)
+    np.testing.assert_array_equal(got_i, want_i)

@@ -12,7 +12,7 @@ from ..dims import Dim
 from ..emit import Context, OpNode, c_literal, emits, index, loops
 from .conv import _ind
 
-PAD_HELPERS = """\
+PAD_REFLECT = """\
 static int pad_reflect(int i, int n) {
     if (n == 1) return 0;
     const int period = 2 * (n - 1);
@@ -20,6 +20,8 @@ static int pad_reflect(int i, int n) {
     if (i < 0) i += period;
     return i < n ? i : period - i;
 }
+"""
+PAD_EDGE = """\
 static int pad_edge(int i, int n) {
     return i < 0 ? 0 : (i >= n ? n - 1 : i);
 }
@@ -64,8 +66,8 @@ def emit_pad(node: OpNode, ctx: Context) -> str:
                              for i, b, n in zip(idx, before, x.shape))
         src = " + ".join(f"({i} - {b}) * {s}" for i, b, s in zip(idx, before, x.strides))
         return loops(y.shape, f"{y.ref}[{dst}] = ({checks}) ? {value} : {X}[{src}];")
-    fn = ctx.helper("pad_reflect", PAD_HELPERS) and ("pad_reflect" if mode == "reflect"
-                                                     else "pad_edge")
+    fn = ctx.helper("pad_reflect", PAD_REFLECT) if mode == "reflect" else \
+        ctx.helper("pad_edge", PAD_EDGE)
     src = " + ".join(f"{fn}({i} - {b}, {n}) * {s}" if not (isinstance(b, int) and b == 0) else
                      f"{i} * {s}" for i, b, n, s in zip(idx, before, x.shape, x.strides))
     return loops(y.shape, f"{y.ref}[{dst}] = {X}[{src}];")
@@ -135,7 +137,7 @@ def emit_resize(node: OpNode, ctx: Context) -> str:
                          f"const float w{a}_1 = x{a} - f{a}, w{a}_0 = 1.0f - w{a}_1;\n"
                          f"const int j{a}_0 = pad_edge((int)f{a}, {n_in}), "
                          f"j{a}_1 = pad_edge((int)f{a} + 1, {n_in});")
-            ctx.helper("pad_reflect", PAD_HELPERS)
+            ctx.helper("pad_edge", PAD_EDGE)
             axis_taps.append(taps)
     terms = []
     for combo in _combos(axis_taps):

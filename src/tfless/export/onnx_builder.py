@@ -181,6 +181,7 @@ class OnnxBuilder:
         # becomes one initializer
         self.shared: dict[Any, str] = {}
         self._prefix = ""
+        self.layer = ""  # the Keras layer being converted: node names start with it
 
     # names
     def fresh(self, base: str) -> str:
@@ -235,8 +236,9 @@ class OnnxBuilder:
         else:
             outs = list(outputs)
         attrs = {k: v for k, v in attrs.items() if v is not None}
+        label = base if not self.layer or base.startswith(self.layer) else f"{self.layer}/{base}"
         self.nodes.append(self.helper.make_node(op_type, list(inputs), outs,
-                                                name=self.fresh(f"{base}/{op_type}"), **attrs))
+                                                name=self.fresh(f"{label}/{op_type}"), **attrs))
         return outs[0] if len(outs) == 1 else outs
 
     def subgraph(self, name: str, input_types: Sequence[Any], output_types: Sequence[Any],

@@ -80,6 +80,7 @@ def _convert_node(b: OnnxBuilder, node: Node) -> None:
             "does not apply for this layer type yet"
         )
     b._prefix = ""
+    b.layer = node.name
     try:
         out = spec.convert(b, node, xs)
     except TflessError:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-DRIVER = r"""
+DRIVER = r"""#define _POSIX_C_SOURCE 199309L  /* clock_gettime under -std=c99 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>

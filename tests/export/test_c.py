@@ -520,22 +520,46 @@ def test_fixed_sequence_length(sequence_model, tmp_path: Path) -> None:
                  "C at a fixed length")
 
 
-def test_conv3d_and_bilinear_upsampling(tmp_path: Path) -> None:
-    def volumes(K):
-        L = K.layers
-        vol = K.Input((6, 7, 5, 2))
-        a = L.Conv3D(3, (3, 2, 3), strides=(1, 2, 1), padding="same", activation="relu")(vol)
-        # (3-D padding, pooling and Conv3DTranspose are left out: TensorFlow's oneDNN
-        # kernels, which the suite turns on, give them wrong shapes or abort)
-        a = L.Conv3D(2, 2, dilation_rate=(1, 1, 2), use_bias=False)(a)
-        return K.Model(vol, [L.Flatten()(a), L.GlobalMaxPooling3D()(a)])
+KERAS_WITHOUT_ONEDNN = """\
+import os, sys
+os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import keras, numpy as np
+y = keras.saving.load_model(sys.argv[1]).predict(np.load(sys.argv[2]), verbose=0)
+np.save(sys.argv[3], np.concatenate([a.reshape(len(a), -1) for a in
+                                     (y if isinstance(y, list) else [y])], axis=1))
+"""
+
+
+def test_3d_convolutions_pooling_and_bilinear_upsampling(tmp_path: Path) -> None:
+    """TensorFlow's oneDNN kernels (which the suite turns on) give 3-D pooling, padding and
+    Conv3DTranspose wrong shapes or abort, so Keras's reference comes from a process with
+    them off (TensorFlow's own kernels)."""
+    K = keras_module("keras3")
+    L = K.layers
+    vol = K.Input((6, 7, 5, 2))
+    a = L.ZeroPadding3D(((1, 0), (0, 1), (1, 1)))(vol)
+    a = L.Conv3D(3, (3, 2, 3), strides=(1, 2, 1), padding="same", activation="relu")(a)
+    a = L.MaxPooling3D((2, 2, 1), padding="same")(a)
+    a = L.Conv3D(2, 2, dilation_rate=(1, 1, 2), use_bias=False)(a)
+    t = L.Conv3DTranspose(2, 2, strides=2)(a)
+    t = L.Conv3DTranspose(3, 3, strides=(1, 2, 1), padding="same", use_bias=False)(t)
+    p = L.AveragePooling3D((2, 1, 2), padding="same")(L.UpSampling3D((1, 2, 1))(t))
+    model = K.Model(vol, [L.Flatten()(a), L.GlobalMaxPooling3D()(p), L.Flatten()(p)])
+    randomize_weights(model)
+    path = save(model, tmp_path)
+    x = rand(2, 6, 7, 5, 2)
+    np.save(tmp_path / "x.npy", x)
+    subprocess.run([sys.executable, "-c", KERAS_WITHOUT_ONEDNN, str(path), str(tmp_path / "x.npy"),
+                    str(tmp_path / "y.npy")], check=True, capture_output=True)
+    want = np.load(tmp_path / "y.npy")
+    assert_close(build_and_run(path, tmp_path / "c", x), [want], "3-D C export")
 
     def images(K):
         img = K.Input((8, 6, 3))
         b = K.layers.UpSampling2D((2, 3), interpolation="bilinear")(img)
         return K.Model(img, K.layers.Conv2D(2, 3, strides=2)(b))
 
-    check(volumes, rand(2, 6, 7, 5, 2), tmp_path)
     (tmp_path / "img").mkdir()
     check(images, rand(2, 8, 6, 3, seed=5), tmp_path / "img")
 

@@ -27,7 +27,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from tfless.bench import Settings, WorkerFailed, available_sides, machine_line, prepare, spawn
+from tfless.bench import Settings, WorkerFailed, available_sides, prepare, spawn
+from tfless.bench_report import machine_line
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

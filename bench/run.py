@@ -16,7 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tfless.bench import Settings, run_bench
+from tfless.bench import Settings
+from tfless.bench_report import run_bench
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.parity import keras_module, randomize_weights
-from tfless.bench import ModelResult, Settings, _worker_env, available_sides, footprint, format_tables
+from tfless.bench import ModelResult, Settings, _worker_env, available_sides
+from tfless.bench_report import footprint, format_tables
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list[Callable[[Any], None]]:
     """Subcommands contributed by other modules (each adds its own parser)."""
-    from .bench import register_cli as bench_cli
+    from .bench_report import register_cli as bench_cli
     from .export import register_cli as export_cli
     from .package.build import register_cli as build_cli
     from .serve.command import add_serve_command

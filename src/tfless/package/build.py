@@ -39,7 +39,8 @@ from .bundle import save_bundle
 # numpy.fft are compiled modules no op uses.
 EXCLUDES = (
     "h5py", "tfless.formats", "tfless.export", "tfless.inspect", "tfless.verify",
-    "tfless.backends", "tfless.bench", "tfless.package.build", "onnx", "onnxruntime",
+    "tfless.backends", "tfless.bench", "tfless.bench_report", "tfless.package.build", "onnx",
+    "onnxruntime",
     "google.protobuf", "tensorflow", "keras", "tf_keras", "jax", "torch", "ai_edge_litert",
     "tflite_runtime", "pytest", "_pytest", "scipy", "pandas", "matplotlib", "PIL", "IPython",
     "tkinter", "setuptools", "pkg_resources", "pip", "packaging", "yaml", "rich", "pygments",

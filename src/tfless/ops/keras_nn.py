@@ -1,10 +1,11 @@
 """keras.ops operation nodes from keras.ops.nn, .math, .core, .image and .linalg.
 
+Just over 600 lines, long because it is one flat table of small kernels (one per
+keras.ops name, five namespaces): a further split would cut a namespace in two.
+
 The companion of `keras_numpy` (the keras.ops.numpy calls), split off to keep each
 module readable; both register through `keras_numpy.make_op`, so config handling,
-constant arguments and multi-output nodes work the same way. Just over 600 lines, long
-because it is one flat table of small kernels (one per keras.ops name, five namespaces) that
-reads best in one place; a further split would cut a namespace in two.
+constant arguments and multi-output nodes work the same way.
 """
 
 from __future__ import annotations

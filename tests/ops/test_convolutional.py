@@ -410,7 +410,7 @@ def test_inplace_epilogue_activations_match_float64(name: str) -> None:
                                   "swish_by_tanh"])
 def test_both_sigmoid_forms_match_float64(form: str) -> None:
     # whichever form the first call picks on this CPU, both agree with float64
-    from tfless.ops import convolutional as conv
+    from tfless.ops import conv_epilogue as conv
 
     z = np.concatenate([np.linspace(-120, 120, 20001), [-1e30, 1e30, 0.0]]).astype(np.float32)
     z64 = z.astype(np.float64)

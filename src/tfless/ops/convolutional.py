@@ -14,7 +14,7 @@ matrices the kernels below multiply with:
   add per tap into the output (the scatter form of the convolution's gradient).
 
 Bias and activation run in place on cache-sized blocks of the freshly computed output
-(one pass over memory instead of one per elementwise step).
+(`ops/conv_epilogue.py`: one pass over memory instead of one per elementwise step).
 
 Padding follows TensorFlow: 'same' puts the odd extra cell after, 'causal' pads
 `dilation * (kernel - 1)` cells before.
@@ -23,7 +23,6 @@ Padding follows TensorFlow: 'same' puts the odd extra cell after, 'causal' pads
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,19 +31,19 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
-from .activations import activation_name, get_activation, relu_plain
+from .activations import activation_name, get_activation
+from .conv_epilogue import INPLACE_ACTIVATIONS, INPLACE_SET, epilogue
 from .core import check_no_quantization
 from .registry import register
 
 F32 = np.float32
 # Upper bound on the im2col buffer (elements) built at once; larger inputs run in chunks.
 IM2COL_BUDGET = 1 << 23
-# Output elements a depthwise convolution computes at once, and that bias + activation
-# process at once while they are in cache: about one core's L2 (1 MB of float32). Smaller
+# Output elements a depthwise convolution computes at once (its epilogue then runs on them
+# while they are in cache): about one core's L2 (1 MB of float32). Smaller
 # blocks measured slower (MobileNetV2 batch 32 on 2 threads: 83/s at 128 KB, 110/s at
 # 1 MB): every NumPy call holds the GIL for its dispatch, which the shard threads share.
 DEPTHWISE_BLOCK = 1 << 18
-EPILOGUE_BLOCK = 1 << 18
 
 Pads = list[tuple[int, int]]
 
@@ -273,29 +272,6 @@ def _im2col(xp: np.ndarray, geo: Geometry, out: tuple[int, ...], block: tuple,
         dst[..., i, :] = src
 
 
-def epilogue(y: np.ndarray, bias: np.ndarray | None,
-             act: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
-    """y + bias, then the activation, on the contiguous float32 output `y`; in place and in
-    cache-sized blocks when the activation is one of INPLACE_ACTIVATIONS."""
-    if act is not None and act not in INPLACE_SET:
-        if bias is not None:
-            y += bias
-        return act(y)
-    if act is INPLACE_ACTIVATIONS["linear"]:
-        act = None
-    if bias is None and act is None:
-        return y
-    flat = y.reshape(-1, y.shape[-1])
-    rows = max(1, EPILOGUE_BLOCK // max(1, y.shape[-1]))
-    for start in range(0, flat.shape[0], rows):
-        part = flat[start:start + rows]
-        if bias is not None:
-            part += bias
-        if act is not None:
-            act(part)
-    return y
-
-
 def conv_matrix(kernel: np.ndarray, groups: int) -> np.ndarray:
     """Keras kernel (*k, C/groups, F) -> (groups, K*C/groups, F/groups)."""
     per_group_in, filters = kernel.shape[-2], kernel.shape[-1]
@@ -343,88 +319,6 @@ def _bias_weights(*kernels: str) -> Callable[[dict], list[str]]:
         return [*kernels, "bias"] if bias else list(kernels)
 
     return names
-
-
-def _sigmoid_by_exp(y: np.ndarray) -> np.ndarray:
-    # 1 / (1 + exp(-y)); exp overflows to inf below -88, which gives the exact limit 0
-    np.negative(y, out=y)
-    with np.errstate(over="ignore", under="ignore"):
-        np.exp(y, out=y)
-        y += F32(1)
-        return np.reciprocal(y, out=y)
-
-
-def _sigmoid_by_tanh(y: np.ndarray) -> np.ndarray:
-    # 0.5 + 0.5 * tanh(y / 2); below -17 the result is within 3e-8 of 0 instead of exact
-    np.multiply(y, F32(0.5), out=y)
-    np.tanh(y, out=y)
-    np.multiply(y, F32(0.5), out=y)
-    return np.add(y, F32(0.5), out=y)
-
-
-def _swish_by_exp(y: np.ndarray) -> np.ndarray:
-    # y / (1 + exp(-y)); the scratch holds one block
-    scratch = np.negative(y)
-    with np.errstate(over="ignore", under="ignore"):
-        np.exp(scratch, out=scratch)
-        scratch += F32(1)
-        return np.divide(y, scratch, out=y)
-
-
-def _swish_by_tanh(y: np.ndarray) -> np.ndarray:
-    # h * (1 + tanh(h)) with h = y / 2; the scratch holds one block
-    np.multiply(y, F32(0.5), out=y)
-    scratch = np.tanh(y)
-    scratch += F32(1)
-    return np.multiply(y, scratch, out=y)
-
-
-# NumPy's float32 exp and tanh run at very different speeds from one CPU to another (their
-# SIMD paths): on a 2-core AVX2 EPYC the exp forms took half the time of the tanh forms,
-# while an earlier machine measured the tanh form of swish 2.4x faster. The first call times
-# both on one block and keeps the exp form unless tanh is clearly faster (both agree with
-# Keras to float32 rounding).
-_TANH_CLEARLY_FASTER = 0.75
-_chosen: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-
-
-def _fastest(name: str, by_exp: Callable, by_tanh: Callable) -> Callable:
-    """The form chosen for `name`, timed on one block at its first use."""
-    if name in _chosen:
-        return _chosen[name]
-    sample = np.linspace(-12, 12, EPILOGUE_BLOCK // 4, dtype=F32)
-    best: dict[Callable, float] = {}
-    for _ in range(3):
-        for form in (by_exp, by_tanh):
-            y = sample.copy()
-            start = time.perf_counter()
-            form(y)
-            seconds = time.perf_counter() - start
-            best[form] = min(best.get(form, seconds), seconds)
-    faster = by_tanh if best[by_tanh] < _TANH_CLEARLY_FASTER * best[by_exp] else by_exp
-    return _chosen.setdefault(name, faster)
-
-
-def _sigmoid_inplace(y: np.ndarray) -> np.ndarray:
-    return _fastest("sigmoid", _sigmoid_by_exp, _sigmoid_by_tanh)(y)
-
-
-def _swish_inplace(y: np.ndarray) -> np.ndarray:
-    return _fastest("swish", _swish_by_exp, _swish_by_tanh)(y)
-
-
-# Activations applied in place on the layer's own freshly computed output (saves a pass
-# and an output-sized allocation on the most common conv activations).
-INPLACE_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "linear": lambda y: y,
-    "relu": lambda y: relu_plain(y, out=y),
-    "relu6": lambda y: np.clip(y, F32(0), F32(6), out=y),
-    "sigmoid": _sigmoid_inplace,
-    "swish": _swish_inplace,
-    "silu": _swish_inplace,
-    "tanh": lambda y: np.tanh(y, out=y),
-}
-INPLACE_SET = frozenset(INPLACE_ACTIVATIONS.values())
 
 
 def _finish(config: dict, weights: dict) -> tuple[np.ndarray | None, Callable]:
@@ -680,3 +574,5 @@ def _keras1_output_shape(config: dict, rank: int, first: bool) -> tuple[int, ...
 
 for _rank in (1, 2, 3):
     register(f"Conv{_rank}DTranspose", weights=_bias_weights("kernel"))(make_conv_transpose(_rank))
+
+__all__ = ["INPLACE_ACTIVATIONS", "epilogue"]  # imported from here by other kernels

@@ -30,34 +30,32 @@ def emit_transpose(node: OpNode, ctx: Context) -> str:
     return loops(y.shape, f"{y.ref}[{index(idx, y.strides)}] = {ctx.data(x)}[{src}];")
 
 
+def _along_axis(whole: Tensor, parts: list[Tensor | None], axis: int, gather: bool,
+                ctx: Context) -> str:
+    """Copy each part to (gather=True) or from its place along `axis` of `whole`."""
+    code, offset = [], 0
+    for part in parts:
+        if part is None:
+            continue
+        idx = [f"i{k}" for k in range(part.rank)]
+        at = index(idx, whole.strides) + ("" if offset == 0 else f" + {offset * whole.strides[axis]}")
+        here = index(idx, part.strides)
+        code.append(loops(part.shape, f"{whole.ref}[{at}] = {ctx.data(part)}[{here}];" if gather
+                          else f"{part.ref}[{here}] = {ctx.data(whole)}[{at}];"))
+        offset = offset + part.shape[axis]
+    return "\n".join(code)
+
+
 @emits("Concat")
 def emit_concat(node: OpNode, ctx: Context) -> str:
     y = node.outputs[0]
-    axis = _axis(node, y.rank)
-    parts, offset = [], 0
-    for x in node.inputs:
-        if x is None:
-            continue
-        idx = [f"i{k}" for k in range(x.rank)]
-        dst = index(idx, y.strides) + ("" if offset == 0 else f" + {offset * y.strides[axis]}")
-        parts.append(loops(x.shape, f"{y.ref}[{dst}] = {ctx.data(x)}[{index(idx, x.strides)}];"))
-        offset = offset + x.shape[axis]
-    return "\n".join(parts)
+    return _along_axis(y, node.inputs, _axis(node, y.rank), True, ctx)
 
 
 @emits("Split")
 def emit_split(node: OpNode, ctx: Context) -> str:
     x = node.inputs[0]
-    axis = _axis(node, x.rank)
-    parts, offset = [], 0
-    for y in node.outputs:
-        if y is None:
-            continue
-        idx = [f"i{k}" for k in range(y.rank)]
-        src = index(idx, x.strides) + ("" if offset == 0 else f" + {offset * x.strides[axis]}")
-        parts.append(loops(y.shape, f"{y.ref}[{index(idx, y.strides)}] = {ctx.data(x)}[{src}];"))
-        offset = offset + y.shape[axis]
-    return "\n".join(parts)
+    return _along_axis(x, node.outputs, _axis(node, x.rank), False, ctx)
 
 
 @emits("Slice")

@@ -20,15 +20,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "tfless"
 MAX_LINES = 600
 REASON = re.compile(r"long because", re.IGNORECASE)
-# The reader asks the op registry for each layer's weight names, outputs and children
-# (formats/keras_config.py) and whether a class name is known only as a keras.ops call
-# (formats/normalize.py), and which TFLite operators have kernels (formats/tflite.py).
-# Removing it needs the registry handed to the readers from above
-# (tfless.load); until then these files, and only their imports of the registry's
-# face `tfless.ops`, are the exception to "formats never import ops".
-FORMATS_TO_OPS_EXCEPTIONS = {("tfless.formats.keras_config", "tfless.ops"),
-                             ("tfless.formats.normalize", "tfless.ops"),
-                             ("tfless.formats.tflite", "tfless.ops")}
+# The op registry (tfless/registry.py) sits below both formats and ops: readers look layers
+# up in it, ops register into it; formats and ops never import each other.
+FORMATS_TO_OPS_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)

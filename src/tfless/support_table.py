@@ -26,7 +26,7 @@ INTERNAL = {"TimeDistributedFold", "TimeDistributedUnfold"}
 def _registries() -> tuple[dict, dict, set[str], set[str]]:
     from .export import onnx as onnx_export
     from .ops import REGISTRY
-    from .ops.refusals import REFUSALS
+    from .refusals import REFUSALS
 
     onnx_export.load_converters()
     lowered = set(onnx_export.CONVERTERS)

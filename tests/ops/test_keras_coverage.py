@@ -1,7 +1,7 @@
 """Coverage of everything Keras can put in a model file: every public Keras 3 layer class,
 every tf_keras 2.x layer class, and every keras.ops operation Keras records as a node in a
 functional model either has a registered tfless op or a documented refusal
-(`tfless.ops.refusals`) whose reason the reader raises. A new Keras release that adds a
+(`tfless.refusals`) whose reason the reader raises. A new Keras release that adds a
 class fails this test until the class gets one or the other."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import tfless
 from tfless.errors import UnsupportedLayer
 from tfless.ops import REGISTRY, get_op
-from tfless.ops.refusals import REFUSALS
+from tfless.refusals import REFUSALS
 
 # The reader turns these into graph inputs / inlined sub-graphs; they never become nodes.
 READER_HANDLED = {"InputLayer", "Sequential", "Functional", "Model"}

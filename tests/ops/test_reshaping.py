@@ -96,7 +96,7 @@ def test_bilinear_upsampling_of_large_values(api: str) -> None:
 
 def test_unsupported_interpolation_is_a_clear_error() -> None:
     from tfless.errors import UnsupportedLayer
-    from tfless.ops.registry import get_op
+    from tfless.registry import get_op
 
     with pytest.raises(UnsupportedLayer, match="'up'.*interpolation.*bicubic"):
         get_op("UpSampling2D").build({"name": "up", "size": [2, 2], "interpolation": "bicubic"}, {})
@@ -104,7 +104,7 @@ def test_unsupported_interpolation_is_a_clear_error() -> None:
 
 def test_keras1_padding_spellings() -> None:
     """Keras 1 ZeroPadding2D took (rows, cols), (top, bottom, left, right) or a dict."""
-    from tfless.ops.registry import get_op
+    from tfless.registry import get_op
 
     x = rand(1, 2, 3, 1)
     build = get_op("ZeroPadding2D").build

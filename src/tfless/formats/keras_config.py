@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ModelFormatError, UnsafeModelError, UnsupportedLayer
 from ..graph import Graph, Node, TensorSpec
-from ..ops import REGISTRY, get_op
+from ..registry import REGISTRY, get_op
 from .normalize import normalize_layer
 from .weight_shapes import check_weight_shapes
 from .weights import LayerRef, WeightSource

@@ -109,7 +109,7 @@ def _keras2_activations(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _is_keras_op_only(cls: str) -> bool:
     """A class name tfless knows only as a raw keras.ops call, not as a layer."""
-    from ..ops import REGISTRY
+    from ..registry import REGISTRY
 
     return cls not in REGISTRY and f"keras.ops.{cls}" in REGISTRY
 

@@ -392,7 +392,7 @@ class _Reader:
     def _check_supported(self, code: str, custom: str, where: str, op_type: str = "",
                          quantized: bool = False, ins: list[int] | None = None,
                          outs: list[int] | None = None) -> None:
-        from ..ops import REGISTRY
+        from ..registry import REGISTRY
 
         if (op_type or f"tflite.{code}") in REGISTRY:
             return

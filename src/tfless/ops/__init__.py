@@ -4,6 +4,7 @@ Importing this package fills the registry: the import list below is the single l
 of families.
 """
 
+from ..registry import REGISTRY, OpSpec, get_op, register, supported_ops
 from . import (  # noqa: F401
     activations,
     applications,
@@ -29,6 +30,5 @@ from . import (  # noqa: F401
     tfop,
     tfop_keras,
 )
-from .registry import REGISTRY, OpSpec, get_op, register, supported_ops
 
 __all__ = ["REGISTRY", "OpSpec", "get_op", "register", "supported_ops"]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedLayer
-from .registry import register
+from ..registry import register
 
 Fn = Callable[[np.ndarray], np.ndarray]
 F32 = np.float32

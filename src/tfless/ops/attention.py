@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
+from ..registry import register
 from .activations import masked_softmax, sigmoid, softmax
-from .registry import register
 
 F32 = np.float32
 TENSOR = "__tensor__"

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
+from ..registry import register
 from . import string_hash
-from .registry import register
 
 F32 = np.float32
 INT64_MAX = np.iinfo(np.int64).max

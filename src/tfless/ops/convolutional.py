@@ -31,10 +31,10 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
+from ..registry import register
 from .activations import activation_name, get_activation
 from .conv_epilogue import INPLACE_ACTIVATIONS, INPLACE_SET, epilogue
 from .core import check_no_quantization
-from .registry import register
 
 F32 = np.float32
 # Upper bound on the im2col buffer (elements) built at once; larger inputs run in chunks.

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
+from ..registry import register
 from .activations import get_activation
 from .quantized import (
     KERAS_QUANTIZED_MODES,
@@ -17,7 +18,6 @@ from .quantized import (
     keras_weight_names,
     round_to_bfloat16,
 )
-from .registry import register
 
 F32 = np.float32
 

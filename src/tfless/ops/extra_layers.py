@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, UnsupportedLayer
+from ..registry import register
 from .activations import get_activation
 from .core import build_embedding
 from .normalization import _batch_norm_weights, build_batch_normalization
-from .registry import register
 
 F32 = np.float32
 

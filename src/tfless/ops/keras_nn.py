@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedLayer
+from ..registry import register
 from .keras_numpy import EPSILON, F32, Kernel, Maker, _float, _linalg, make_op
-from .registry import register
 from .tfop import _array, _axis, _dtype
 
 

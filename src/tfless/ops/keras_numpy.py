@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
-from .registry import register
+from ..registry import register
 from .tfop import (
     _array,
     _axis,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelFormatError
-from .registry import register
+from ..registry import register
 
 F32 = np.float32
 Binary = Callable[[np.ndarray, np.ndarray], np.ndarray]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
-from .registry import register
+from ..registry import register
 
 F32 = np.float32
 # tf_keras silently switches to its fused kernels only above this epsilon

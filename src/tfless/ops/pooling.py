@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import InputError
+from ..registry import register
 from .convolutional import (
     Geometry,
     channels_first,
@@ -21,7 +22,6 @@ from .convolutional import (
     pad_spatial,
     to_channels_last,
 )
-from .registry import register
 
 F32 = np.float32
 

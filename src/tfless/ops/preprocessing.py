@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
-from .registry import register
+from ..registry import register
 
 F32 = np.float32
 EPSILON = F32(1e-7)  # keras.backend.epsilon()

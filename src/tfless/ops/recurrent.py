@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
+from ..registry import REGISTRY, get_op, register
 from .recurrent_cells import (  # noqa: F401  (the cells are also imported from here)
     F32,
     GATES,
@@ -51,7 +52,6 @@ from .recurrent_cells import (  # noqa: F401  (the cells are also imported from 
     conv_nd,
     scan,
 )
-from .registry import REGISTRY, get_op, register
 
 TENSOR = "__tensor__"
 KERAS1_STORED = {"LSTM": ("i", "c", "f", "o"), "GRU": ("z", "r", "h")}

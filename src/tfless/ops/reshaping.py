@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
+from ..registry import register
 from .convolutional import channels_first, from_channels_last, int_tuple, to_channels_last
-from .registry import register
 
 F32 = np.float32
 

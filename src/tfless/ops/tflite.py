@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
+from ..registry import register
 from .activations import elu, gelu, sigmoid
 from .convolutional import (
     INPLACE_ACTIVATIONS,
@@ -31,7 +32,6 @@ from .convolutional import (
     depthwise_channels_last,
 )
 from .pooling import pool_channels_last
-from .registry import register
 
 F32 = np.float32
 Compute = Callable[..., Any]

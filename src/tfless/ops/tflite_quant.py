@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
+from ..registry import register
 from . import tflite as float_ops
 from .quantized import (
     activation_range,
@@ -31,7 +32,6 @@ from .quantized import (
     quantize_multiplier,
     symmetric_quantize_rows,
 )
-from .registry import register
 from .tflite import Compute, TfliteOp
 
 F32 = np.float32

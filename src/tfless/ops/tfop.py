@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFormatError, UnsupportedLayer
+from ..registry import register
 from . import activations as act
-from .registry import register
 
 F32 = np.float32
 TENSOR = "__tensor__"

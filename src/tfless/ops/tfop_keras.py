@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedLayer
+from ..registry import register
 from . import activations as act
-from .registry import register
 from .tfop import (
     F32,
     Kernel,

@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import ModelFormatError, TflessError
 from ..graph import Graph, Node
 from ..ops import get_op
-from ..ops.registry import OpSpec
+from ..registry import OpSpec
 from . import memory, threads
 from .tf_separable import tf_batch_separable
 

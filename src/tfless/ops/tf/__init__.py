@@ -24,14 +24,14 @@ FAMILY_ORDER = ("math", "nn", "array", "indexing", "linalg", "image", "quantizat
 
 def tf_op_names() -> list[str]:
     """The TF op types tfless has kernels for (registry entries `tf.<Op>`), sorted."""
-    from ..registry import REGISTRY
+    from ...registry import REGISTRY
 
     return sorted(name[3:] for name in REGISTRY if name.startswith("tf."))
 
 
 def op_list_markdown() -> str:
     """The supported-op list of docs/formats.md (between its tf-ops markers), by family."""
-    from ..registry import REGISTRY
+    from ...registry import REGISTRY
 
     families: dict[str, list[str]] = {}
     for name in tf_op_names():

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputError, ModelFormatError, UnsupportedLayer
-from ..registry import register
+from ...registry import register
 
 Compute = Callable[..., Any]
 MISSING = object()

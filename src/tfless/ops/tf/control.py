@@ -15,7 +15,7 @@ import numpy as np
 
 from ...errors import ModelFormatError, TflessError
 from ...graph import Graph
-from ..registry import get_op
+from ...registry import get_op
 from .common import Compute, TfNode, tf_kernel
 
 # A loop that runs this often is taken as a graph that never ends (a hostile or broken

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UnsupportedLayer
+from .errors import UnsupportedLayer
 from .refusals import refusal
 
 Run = Callable[..., Any]

@@ -32,6 +32,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from ..registry import register
+from . import compiled
 from .activations import activation_name, get_activation
 from .conv_epilogue import INPLACE_ACTIVATIONS, INPLACE_SET, epilogue
 from .core import check_no_quantization
@@ -395,7 +396,8 @@ def depthwise_channels_last(x: np.ndarray, geo: Geometry, kernel: np.ndarray,
     NumPy's sum-of-products loop does every tap in one pass (1.2-2.8x faster than a
     multiply and an add per tap), adding the taps in the same row-major order. Bias and an
     in-place activation run on each block while it is in cache. A 1D convolution runs as a
-    2D one over a height-1 image.
+    2D one over a height-1 image. With the `fast` extra (ops/compiled.py) a compiled loop
+    that skips the padding runs instead, with the same sums in the same order.
     """
     if geo.rank == 1:
         geo2 = Geometry(geo.layer, (1, *geo.kernel), (1, *geo.strides), (1, *geo.dilation),
@@ -406,7 +408,15 @@ def depthwise_channels_last(x: np.ndarray, geo: Geometry, kernel: np.ndarray,
     x = np.ascontiguousarray(x, dtype=F32)
     if mult > 1:
         x = np.repeat(x, mult, axis=-1)
-    xp = pad_spatial(x, geo.pads(x.shape[1:-1]))
+    pads = geo.pads(x.shape[1:-1])
+    if compiled.available():
+        out = geo.out_sizes([n + b + a for n, (b, a) in zip(x.shape[1:-1], pads)])
+        y = np.empty((x.shape[0], *out, width), dtype=F32)
+        weights = np.ascontiguousarray(np.asarray(kernel, F32).reshape(*geo.kernel, width))
+        compiled.depthwise2d(x, weights, bias, geo.strides, geo.dilation,
+                             (pads[0][0], pads[1][0]), y)
+        return epilogue(y, None, act)
+    xp = pad_spatial(x, pads)
     height, cols = geo.out_sizes(xp.shape[1:-1])
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilation
     weights = np.ascontiguousarray(np.asarray(kernel, F32).reshape(kh, kw, width))

@@ -51,6 +51,8 @@ EXCLUDES = (
     # batch scoring (reachable from tfless.cli's predict) and the engines it drives lazily:
     # Ray's and Spark's optional integrations would pull in TensorFlow and h5py
     "tfless.scale", "pyarrow", "tqdm", "dask", "distributed", "pyspark", "ray",
+    # the `fast` extra's compiler (over 100 MB): executables keep the NumPy kernels
+    "numba", "llvmlite",
 )
 # Only inside with `--with-serve`: the server stack, and the standard library modules only
 # it imports (Uvicorn: asyncio, ssl, multiprocessing; Starlette: email, http; h11/idna:

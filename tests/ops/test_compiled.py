@@ -1,0 +1,74 @@
+"""The Numba depthwise kernel (the `fast` extra) against tfless's NumPy path, and the switch.
+
+Keras parity of depthwise and separable layers is tested in test_convolutional.py, which
+runs whichever path is active (the compiled one where Numba is installed, as in the test
+extra). Here both paths run on the same inputs over an option grid and must agree exactly:
+the compiled loop adds the same products in the same order.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfless.ops import compiled
+from tfless.ops.conv_epilogue import INPLACE_ACTIVATIONS
+from tfless.ops.convolutional import Geometry, depthwise_channels_last
+
+GRID = [  # (spatial, kernel, strides, dilation, padding, multiplier)
+    ((9, 8), (3, 3), (1, 1), (1, 1), "same", 1),
+    ((9, 8), (3, 3), (2, 2), (1, 1), "same", 1),
+    ((10, 7), (3, 2), (2, 1), (1, 1), "valid", 2),
+    ((11, 11), (3, 3), (1, 1), (2, 2), "same", 1),
+    ((8, 9), (5, 5), (2, 2), (1, 1), "same", 3),
+    ((12,), (3,), (1,), (2,), "causal", 1),
+    ((6, 6), (1, 1), (1, 1), (1, 1), "valid", 1),
+]
+
+
+def _numpy_path(*args):
+    old = os.environ.get("TFLESS_KERNELS")
+    os.environ["TFLESS_KERNELS"] = "numpy"
+    try:
+        return depthwise_channels_last(*args)
+    finally:
+        if old is None:
+            del os.environ["TFLESS_KERNELS"]
+        else:
+            os.environ["TFLESS_KERNELS"] = old
+
+
+@pytest.mark.parametrize("spatial,kernel,strides,dilation,padding,mult", GRID)
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_compiled_depthwise_equals_numpy(spatial, kernel, strides, dilation, padding, mult,
+                                         with_bias):
+    assert compiled.available()
+    rng = np.random.default_rng(len(spatial) + sum(kernel) + mult)
+    channels = 5
+    x = rng.standard_normal((3, *spatial, channels)).astype(np.float32)
+    k = rng.standard_normal((*kernel, channels, mult)).astype(np.float32)
+    bias = rng.standard_normal(channels * mult).astype(np.float32) if with_bias else None
+    act = INPLACE_ACTIVATIONS["relu6"]
+    geo = Geometry("dw", kernel, strides, dilation, padding)
+    fast = depthwise_channels_last(x, geo, k, bias, act)
+    slow = _numpy_path(x, geo, k, bias, act)
+    assert fast.shape == slow.shape
+    np.testing.assert_array_equal(fast, slow)
+
+
+def test_switch_and_lazy_import():
+    """TFLESS_KERNELS=numpy turns the kernels off, and `import tfless` never imports numba."""
+    code = ("import sys, tfless; from tfless.ops import compiled; "
+            "print('numba' in sys.modules, compiled.available())")
+    env = {**os.environ, "TFLESS_KERNELS": "numpy"}
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert off == ["False", "False"]
+    env.pop("TFLESS_KERNELS")
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                        check=True).stdout.split()
+    assert on == ["False", "True"]

@@ -23,10 +23,15 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 POS_INF = F32(np.inf)
 
 
+# Below this many elements a ufunc call beats np.clip (whose wrapper dominates).
+SMALL_ARRAY = 4096
+
+
 def relu_plain(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """max(x, 0), NaN kept. For float32, np.clip's loop is 2-3x faster than np.maximum's
-    (NumPy 2.x on AVX-512) and gives the same bits."""
-    if x.dtype == F32:
+    (NumPy 2.x on AVX-512) and gives the same bits, but its Python wrapper costs ~5 us a
+    call, so small arrays take np.maximum."""
+    if x.dtype == F32 and x.size > SMALL_ARRAY:
         return np.clip(x, F32(0), POS_INF, out=out)
     return np.maximum(x, F32(0), out=out)
 
@@ -87,8 +92,15 @@ def gelu(x: np.ndarray, approximate: bool = False) -> np.ndarray:
 
 
 def softmax(x: np.ndarray, axis: int | tuple[int, ...] = -1) -> np.ndarray:
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    # the ufuncs' own reduce and in-place steps: np.max/np.sum wrappers cost ~5 us each,
+    # which is most of a small softmax
+    e = x - np.maximum.reduce(x, axis=axis, keepdims=True)
+    if e.dtype.kind != "f":
+        e = np.exp(e)
+        return e / np.add.reduce(e, axis=axis, keepdims=True)
+    np.exp(e, out=e)
+    e /= np.add.reduce(e, axis=axis, keepdims=True)
+    return e
 
 
 def log_softmax(x: np.ndarray, axis: int | tuple[int, ...] = -1) -> np.ndarray:

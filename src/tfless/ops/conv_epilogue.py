@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .activations import relu_plain
+from .activations import SMALL_ARRAY, relu_plain
 
 F32 = np.float32
 # Output elements bias + activation process at once while they are in cache: about one
@@ -33,6 +33,10 @@ def epilogue(y: np.ndarray, bias: np.ndarray | None,
         act = None
     if bias is None and act is None:
         return y
+    if y.size <= EPILOGUE_BLOCK:
+        if bias is not None:
+            y += bias
+        return y if act is None else act(y)
     flat = y.reshape(-1, y.shape[-1])
     rows = max(1, EPILOGUE_BLOCK // max(1, y.shape[-1]))
     for start in range(0, flat.shape[0], rows):
@@ -42,6 +46,13 @@ def epilogue(y: np.ndarray, bias: np.ndarray | None,
         if act is not None:
             act(part)
     return y
+
+
+def relu6_inplace(y: np.ndarray) -> np.ndarray:
+    if y.size > SMALL_ARRAY:
+        return np.clip(y, F32(0), F32(6), out=y)
+    np.maximum(y, F32(0), out=y)
+    return np.minimum(y, F32(6), out=y)
 
 
 def _sigmoid_by_exp(y: np.ndarray) -> np.ndarray:
@@ -117,7 +128,7 @@ def _swish_inplace(y: np.ndarray) -> np.ndarray:
 INPLACE_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda y: y,
     "relu": lambda y: relu_plain(y, out=y),
-    "relu6": lambda y: np.clip(y, F32(0), F32(6), out=y),
+    "relu6": lambda y: relu6_inplace(y),
     "sigmoid": _sigmoid_inplace,
     "swish": _swish_inplace,
     "silu": _swish_inplace,

@@ -43,7 +43,16 @@ def pool_channels_last(x: np.ndarray, geo: Geometry, kind: str) -> np.ndarray:
     """Max ('max') or average ('avg') pooling of (batch, *spatial, C)."""
     sizes = x.shape[1:-1]
     fill = -np.inf if kind == "max" else 0.0
-    xp = pad_spatial(x, geo.pads(sizes), fill)
+    pads = geo.pads(sizes)
+    if kind == "max" and geo.strides == geo.kernel and not any(b or a for b, a in pads) and \
+            all(d == 1 for d in geo.dilation):
+        # windows tile the input: one reduction over a reshaped view (the common 2x2 / 2)
+        out = geo.out_sizes(sizes)
+        tiles = x[(slice(None), *(slice(0, o * k) for o, k in zip(out, geo.kernel)))]
+        split = [n for o, k in zip(out, geo.kernel) for n in (o, k)]
+        tiled = tiles.reshape(x.shape[0], *split, x.shape[-1])
+        return np.maximum.reduce(tiled, axis=tuple(range(2, 2 * len(out) + 1, 2)))
+    xp = pad_spatial(x, pads, fill)
     out = geo.out_sizes(xp.shape[1:-1])
     taps = list(np.ndindex(*geo.kernel))
     acc = xp[(slice(None), *geo.tap_slices(taps[0], out))].copy()
@@ -130,7 +139,10 @@ def make_global_average(rank: int) -> Callable[[dict, dict], Callable]:
             elif mask and mask[0] is not None:
                 keep = mask[0]
             else:
-                return np.mean(x, axis=axes, keepdims=keepdims, dtype=F32)
+                # np.mean's own steps (float32 sum, then divide by the count) without
+                # its wrapper, which cost more than the sum at batch 1
+                count = math.prod(x.shape[a] for a in axes)
+                return np.add.reduce(x, axis=axes, keepdims=keepdims, dtype=F32) / count
             keep = np.asarray(keep, dtype=bool)
             if keep.shape != x.shape[:1] + tuple(x.shape[a] for a in axes):
                 raise InputError(

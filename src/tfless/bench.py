@@ -104,8 +104,16 @@ def _timed_calls(fn: Callable[[], Any], n: int, warmup: int) -> dict[str, float]
     return {"median_ms": statistics.median(times) * 1e3, "p99_ms": p99 * 1e3, "calls": n}
 
 
-def _throughput(fn: Callable[[], Any], batch: int, seconds: float) -> float:
-    fn()
+# Calls at the throughput batch size before its timing starts, for every side alike: TF
+# traces its function on the first, and tfless's plan tries its ways of running a new batch
+# size (whole, single-threaded BLAS, shards) on its first three before it keeps the fastest.
+THROUGHPUT_WARMUP = 4
+
+
+def _throughput(fn: Callable[[], Any], batch: int, seconds: float,
+                warmup: int = THROUGHPUT_WARMUP) -> float:
+    for _ in range(warmup):
+        fn()
     count, t0 = 0, time.perf_counter()
     while True:
         fn()
@@ -219,7 +227,8 @@ def worker(kind: str, side: str, spec: dict) -> dict:
         out[f"latency_{mode}"] = _timed_calls(lambda c=call: c(x1), spec["latency_calls"],
                                               spec["warmup_calls"])
         out[f"throughput_{mode}"] = _throughput(lambda c=call: c(xb), len(xb[0]) if xb else 1,
-                                                spec["throughput_seconds"])
+                                                spec["throughput_seconds"],
+                                                min(THROUGHPUT_WARMUP, spec["warmup_calls"]))
     return out
 
 

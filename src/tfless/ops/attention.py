@@ -9,6 +9,7 @@ them with -0.7 * float32 max and leaves fully masked rows uniform.
 
 from __future__ import annotations
 
+import math
 import string
 from collections.abc import Callable
 from typing import Any
@@ -213,9 +214,18 @@ def attention_equations(rank: int, attn_axes: tuple[int, ...]) -> tuple[str, str
 
 def _project(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None, bound: int
              ) -> np.ndarray:
-    y = np.tensordot(x, kernel, axes=(list(range(x.ndim - bound, x.ndim)), list(range(bound))))
-    y = y.astype(F32, copy=False)
-    return y + bias if bias is not None else y
+    """x's last `bound` axes contracted with kernel's first ones, as one 2-D matmul (what
+    np.tensordot does, without its per-call axis bookkeeping)."""
+    inner = kernel.shape[:bound]
+    if x.shape[x.ndim - bound:] != inner:
+        raise InputError(f"projection of an input of shape {x.shape} with a kernel of shape "
+                         f"{kernel.shape}: the last {bound} axes must be {inner}")
+    flat = kernel.reshape(math.prod(inner), -1)
+    y = np.matmul(x.reshape(-1, flat.shape[0]), flat)
+    y = y.reshape(*x.shape[:x.ndim - bound], *kernel.shape[bound:]).astype(F32, copy=False)
+    if bias is not None:
+        y += bias
+    return y
 
 
 def _combined_mask(q_mask: np.ndarray | None, v_mask: np.ndarray | None,
@@ -254,11 +264,15 @@ def _expand_mask(mask: np.ndarray, rank: int, n_attn_axes: int) -> np.ndarray:
 def _fused_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None,
                      scale: float) -> np.ndarray:
     """Keras 3's `ops.dot_product_attention` on (B, T, N, H) tensors."""
-    logits = np.einsum("btnh,bsnh->bnts", q, k, optimize=True).astype(F32) * F32(scale)
+    # batched matmuls over (B, N): einsum with optimize=True searched its contraction path
+    # on every call, which cost as much as the arithmetic for a 128-step sequence
+    logits = np.matmul(q.transpose(0, 2, 1, 3), k.transpose(0, 2, 3, 1)).astype(F32, copy=False)
+    logits *= F32(scale)
     if mask is not None:
         logits = np.where(mask.astype(bool), logits, KERAS3_FUSED_NEGATIVE)
     probs = softmax(logits, axis=-1)
-    return np.einsum("bnts,bsnh->btnh", probs, v, optimize=True).astype(F32)
+    out = np.matmul(probs, v.transpose(0, 2, 1, 3)).astype(F32, copy=False)
+    return out.transpose(0, 2, 1, 3)
 
 
 class _Heads:

@@ -9,7 +9,6 @@ order that kernel uses.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 from typing import Any
 

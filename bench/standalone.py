@@ -269,15 +269,11 @@ def verdict(value: float | str | None, target: float) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import PyInstaller
+
+    from tfless.bench_report import cpu_name
+
+    cpu = cpu_name()
 
     cc = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     load = os.getloadavg()

@@ -128,6 +128,17 @@ def _md_table(header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
     return [fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)]
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_line(settings: Settings) -> str:
     import numpy as np
 
@@ -139,14 +150,7 @@ def machine_line(settings: Settings) -> str:
             versions.append(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{dist} not installed")
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     threads = settings.threads or _env_threads()
     thread_text = (f"threads: {threads} ({', '.join(f'{v}={threads}' for v in THREAD_VARS)}; "
                    "TF intra/inter-op and ORT set to match)" if threads else

@@ -119,3 +119,26 @@ def test_adaptive_pooling_keras3(rank: int, kind: str, data_format: str) -> None
         return K.Model(inp, layer(inp))
 
     check_parity(build, rand(2, *shape), api="keras3")
+
+
+@pytest.mark.parametrize("shape,pool", [((2, 9, 7, 3), (3, 3)), ((1, 8, 8, 4), (2, 2)),
+                                        ((3, 5, 6, 2), (1, 2)), ((2, 7, 3), (2,)),
+                                        ((1, 4, 6, 8, 2), (2, 3, 2))])
+def test_tiling_max_pool_matches_sliding_windows(shape, pool):
+    """The tiling fast path (strides == pool size, no padding) against a plain window max,
+    NaN included (Keras's max pooling propagates it)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from tfless.ops.convolutional import Geometry
+    from tfless.ops.pooling import pool_channels_last
+
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    x.flat[5] = np.nan
+    rank = len(pool)
+    geo = Geometry("pool", pool, pool, (1,) * rank, "valid")
+    got = pool_channels_last(x, geo, "max")
+    windows = sliding_window_view(x, pool, axis=tuple(range(1, rank + 1)))
+    windows = windows[(slice(None), *(slice(None, None, k) for k in pool))]
+    want = windows.max(axis=tuple(range(-rank, 0)))
+    np.testing.assert_array_equal(got, want)
+    assert got.flags.c_contiguous

@@ -55,8 +55,9 @@ def _check_supported(graph: Graph) -> None:
                            for n in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise UnsupportedLayer(
-            f"ONNX export does not support layer {listed}{more} yet; nothing was written. "
-            f"Layer types with ONNX converters: {', '.join(sorted(CONVERTERS))}"
+            f"cannot export layer {listed}{more} yet: it has no lowering, which the ONNX "
+            f"and C exports share; nothing was written. Layer types that export: "
+            f"{', '.join(sorted(CONVERTERS))}"
         )
 
 

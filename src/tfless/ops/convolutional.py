@@ -49,8 +49,9 @@ DEPTHWISE_BLOCK = 1 << 18
 # im2col matrices up to this many elements are built by one gather through an index cached
 # per input shape (the padding reads a zero appended to the input): a 3x3 convolution over
 # 8x8 inputs at batch 1 spent ~100 us in the per-tap slicing and the padded copy, the
-# gather takes ~5 us. Larger ones copy per tap, which is then faster than a gather.
-GATHER_MAX = 1 << 16
+# gather takes ~5 us; at 74k elements it still won (148 vs 196 us), at 900k it lost (2.4 vs
+# 1.8 ms). Larger ones copy per tap.
+GATHER_MAX = 1 << 18
 ZERO = np.zeros(1, F32)
 
 Pads = list[tuple[int, int]]
@@ -262,7 +263,7 @@ def conv_channels_last(x: np.ndarray, geo: Geometry, wmat: np.ndarray, groups: i
     return epilogue(y, bias, act)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=32)  # at most 32 x 2 MB of indices
 def _gather_index(shape: tuple[int, ...], geo: Geometry
                   ) -> tuple[tuple[int, ...], np.ndarray] | None:
     """For an input of `shape` (batch, *spatial, C) whose im2col matrix has at most

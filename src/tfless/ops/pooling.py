@@ -51,7 +51,18 @@ def pool_channels_last(x: np.ndarray, geo: Geometry, kind: str) -> np.ndarray:
         tiles = x[(slice(None), *(slice(0, o * k) for o, k in zip(out, geo.kernel)))]
         split = [n for o, k in zip(out, geo.kernel) for n in (o, k)]
         tiled = tiles.reshape(x.shape[0], *split, x.shape[-1])
-        return np.maximum.reduce(tiled, axis=tuple(range(2, 2 * len(out) + 1, 2)))
+        # one axis at a time, by np.maximum over its slices: a multi-axis reduce walks the
+        # strided view 4-5x slower (32x8x8x16: 99 vs 19 us)
+        for i, k in enumerate(geo.kernel):
+            lead = (slice(None),) * (2 + i)
+            if k > 1:
+                acc = np.maximum(tiled[(*lead, 0)], tiled[(*lead, 1)])
+                for j in range(2, k):
+                    np.maximum(acc, tiled[(*lead, j)], out=acc)
+                tiled = acc
+            else:
+                tiled = tiled[(*lead, 0)]
+        return np.ascontiguousarray(tiled)
     xp = pad_spatial(x, pads, fill)
     out = geo.out_sizes(xp.shape[1:-1])
     taps = list(np.ndindex(*geo.kernel))

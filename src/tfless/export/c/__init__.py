@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import InputError, TflessError, UnsupportedLayer
+from ...errors import InputError, TflessError
 from ...model_io import load_from_args, sample_inputs
 from .dims import at
 from .emit import CTYPES, EMITTERS, Context, c_literal
@@ -57,15 +57,8 @@ def _lower(model: Any, max_steps: int | None, steps: int | None) -> Any:
         length = fixed or n_steps or None
         return _as_input_dtypes(model, sample_inputs(model, 1, seed=7, steps=length))
 
-    try:
-        return lower(model, inputs_at, None if fixed or not free else
-                     (max_steps or DEFAULT_MAX_STEPS), steps=fixed)
-    except UnsupportedLayer as exc:
-        text = str(exc)
-        if text.startswith("ONNX export does not support"):
-            text = "the C export (compiled from the ONNX lowering)" + text[len("ONNX export"):]
-            raise UnsupportedLayer(text) from None
-        raise
+    return lower(model, inputs_at, None if fixed or not free else
+                 (max_steps or DEFAULT_MAX_STEPS), steps=fixed)
 
 
 def generate(model: Any, n_test: int = 2, max_steps: int | None = None,

@@ -23,6 +23,7 @@ from ...errors import TflessError, UnsupportedLayer
 from .dims import Dim, Shape, at, prod
 from .dims import strides as dim_strides
 from .lower import Facts, Lowered
+from .onnx_graph import node_attr
 
 CTYPES = {"float32": "float", "float64": "double", "int64": "int64_t", "int32": "int32_t",
           "int16": "int16_t", "int8": "int8_t", "uint8": "uint8_t", "bool": "unsigned char"}
@@ -123,13 +124,7 @@ class OpNode:
         return self.name.split("/")[0]
 
     def attr(self, key: str, default: Any = None) -> Any:
-        from onnx import helper
-
-        for a in self.proto.attribute:
-            if a.name == key:
-                value = helper.get_attribute_value(a)
-                return value.decode() if isinstance(value, bytes) else value
-        return default
+        return node_attr(self.proto, key, default)
 
     def input(self, i: int) -> Tensor | None:
         return self.inputs[i] if i < len(self.inputs) else None

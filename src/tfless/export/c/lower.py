@@ -24,7 +24,7 @@ import numpy as np
 from ...errors import TflessError, UnsupportedLayer
 from ..onnx import graph_to_onnx, require_onnx, require_onnxruntime
 from .dims import Dim, Shape, fit
-from .onnx_graph import body_of, outer_names
+from .onnx_graph import body_of, node_attr, outer_names
 from .simplify import cancel_transposes
 
 # ops whose output is a pure function of their inputs' shapes (never of their values)
@@ -113,22 +113,13 @@ def _run_exposed(onnx: Any, graph: Any, feeds: dict[str, np.ndarray], initialize
     return dict(zip(names, (np.asarray(v) for v in values)))
 
 
-def _attr(node: Any, name: str, default: Any) -> Any:
-    from onnx import helper
-
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return default
-
-
 def _scan_body_feeds(node: Any, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Inputs for one step of a Scan body: the initial states and step 0 of each scan input."""
     body = body_of(node)
-    n_scan = int(_attr(node, "num_scan_inputs", 0))
+    n_scan = int(node_attr(node, "num_scan_inputs", 0))
     ins = list(node.input)
     n_state = len(ins) - n_scan
-    axes = list(_attr(node, "scan_input_axes", [0] * n_scan))
+    axes = list(node_attr(node, "scan_input_axes", [0] * n_scan))
     feeds: dict[str, np.ndarray] = {}
     for k, (inner, outer) in enumerate(zip(body.input, ins)):
         arr = values[outer]

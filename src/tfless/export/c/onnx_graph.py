@@ -1,4 +1,5 @@
-"""Walking ONNX graphs with sub-graphs: the names a graph reads from outside, a loop's body."""
+"""Walking ONNX graphs with sub-graphs: the names a graph reads from outside, a loop's body,
+a node's attribute values."""
 
 from __future__ import annotations
 
@@ -25,3 +26,14 @@ def body_of(node: Any) -> Any:
         if attr.name == "body":
             return attr.g
     raise TflessError(f"ONNX node '{node.name}' ({node.op_type}) has no body")
+
+
+def node_attr(node: Any, key: str, default: Any = None) -> Any:
+    """The value of attribute `key` of an ONNX node (strings decoded), else `default`."""
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == key:
+            value = helper.get_attribute_value(a)
+            return value.decode() if isinstance(value, bytes) else value
+    return default

@@ -78,12 +78,12 @@ def _merges(outer: Dim, inner: Dim, inner_size: Dim) -> bool:
 def elementwise(ctx: Context, out: Tensor, operands: Sequence[Tensor], expr: str,
                 names: Sequence[str]) -> str:
     """`out[...] = expr` with each operand's value bound to its name (broadcast)."""
-    reads = []
+    reads = []  # (name, C literal or None, tensor)
     strided = []
     for t, name in zip(operands, names):
         value = t.scalar()
         if value is not None:
-            reads.append((name, c_literal(value, t.dtype), None))
+            reads.append((name, c_literal(value, t.dtype), t))
         else:
             reads.append((name, None, t))
             strided.append(broadcast_strides(t.shape, out.shape))
@@ -93,15 +93,11 @@ def elementwise(ctx: Context, out: Tensor, operands: Sequence[Tensor], expr: str
     it = iter(sts[1:])
     for name, literal, t in reads:
         if literal is not None:
-            lines.append(f"const {_ctype_of(operands, name, names)} {name} = {literal};")
+            lines.append(f"const {t.ctype} {name} = {literal};")
         else:
             lines.append(f"const {t.ctype} {name} = {ctx.data(t)}[{index(idx, next(it))}];")
     lines.append(f"{out.ref}[{index(idx, sts[0])}] = ({out.ctype}){expr};")
     return loops(tuple(dims), "\n".join(lines))
-
-
-def _ctype_of(operands: Sequence[Tensor], name: str, names: Sequence[str]) -> str:
-    return operands[list(names).index(name)].ctype
 
 
 def _fill(template: str, node: OpNode) -> str:

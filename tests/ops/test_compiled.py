@@ -72,3 +72,16 @@ def test_switch_and_lazy_import():
     on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                         check=True).stdout.split()
     assert on == ["False", "True"]
+
+
+def test_read_only_inputs_and_weights():
+    """Frozen-graph constants and callers' arrays may be read-only: the kernel takes them."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 6, 5, 4)).astype(np.float32)
+    k = rng.standard_normal((3, 3, 4, 1)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    for a in (x, k, bias):
+        a.setflags(write=False)
+    geo = Geometry("dw", (3, 3), (1, 1), (1, 1), "same")
+    np.testing.assert_array_equal(depthwise_channels_last(x, geo, k, bias),
+                                  _numpy_path(x, geo, k, bias, None))

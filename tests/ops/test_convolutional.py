@@ -247,7 +247,8 @@ def test_large_input_runs_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
                              L.DepthwiseConv2D(3, dilation_rate=2, padding="same")(inp),
                              L.SeparableConv2D(5, 3, strides=2, padding="same")(inp)])
 
-    # Less than one item: splits output rows.
+    # Less than one item: splits output rows (the small-input gather off, to reach it).
+    monkeypatch.setattr(convolutional, "GATHER_MAX", 0)
     monkeypatch.setattr(convolutional, "IM2COL_BUDGET", 400)
     monkeypatch.setattr(convolutional, "DEPTHWISE_BLOCK", 50)
     check_parity(build, rand(3, 12, 10, 3), formats=("keras",))
@@ -348,11 +349,14 @@ def _direct_conv(x: np.ndarray, geo, kernel: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("rank", [1, 2, 3])
 @pytest.mark.parametrize("budget", [1 << 23, 40])
-def test_conv_kernel_matches_direct_sum_in_any_chunking(rank: int, budget: int,
+@pytest.mark.parametrize("gather", [True, False])
+def test_conv_kernel_matches_direct_sum_in_any_chunking(rank: int, budget: int, gather: bool,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-tap copies in any chunking, and the small-input gather, against a direct sum."""
     from tfless.ops import convolutional as conv
 
     monkeypatch.setattr(conv, "IM2COL_BUDGET", budget)
+    monkeypatch.setattr(conv, "GATHER_MAX", 1 << 18 if gather else 0)
     rng = np.random.default_rng(rank)
     x = rng.random((3, *SPATIAL[rank], 5), dtype=np.float32)
     for k, s, d, pad in [(3, 1, 1, "same"), (3, 2, 1, "valid"), (2, 1, 2, "same"), (1, 2, 1, "valid")]:

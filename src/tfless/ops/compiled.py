@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -26,39 +27,61 @@ _lock = threading.Lock()
 _kernels: dict[str, Any] | None = None  # None: not tried yet; {}: Numba is unavailable
 
 
+def _depthwise_signature() -> Any:
+    """The one signature compiled (eagerly, so a failure shows at once and falls back to
+    NumPy): contiguous float32 input (N, H, W, C), weights (kh, kw, C) and bias (C), which
+    may be read-only (weights of a frozen graph, a caller's input), output (N, H', W', C)."""
+    from numba import types
+
+    def array(ndim: int, readonly: bool) -> Any:
+        return types.Array(types.float32, ndim, "C", readonly=readonly)
+
+    return types.void(array(4, True), array(3, True), array(1, True), *[types.int64] * 6,
+                      array(4, False))
+
+
 def _compile() -> dict[str, Any]:
     try:
         from numba import njit
-    except ImportError:
+    except ImportError:  # not installed, or a Numba built for another NumPy
+        return {}
+    try:
+        signature = _depthwise_signature()
+        return {"depthwise": njit(signature, cache=True, nogil=True)(_depthwise)}
+    except Exception:  # noqa: BLE001 (no writable cache anywhere: compile without caching)
+        pass
+    try:
+        return {"depthwise": njit(_depthwise_signature(), nogil=True)(_depthwise)}
+    except Exception as exc:  # noqa: BLE001 (a broken Numba install must not break predict)
+        warnings.warn(f"tfless: the Numba kernels failed to compile ({type(exc).__name__}: "
+                      f"{exc}); using the NumPy ones", RuntimeWarning, stacklevel=3)
         return {}
 
-    @njit(cache=True, nogil=True, boundscheck=False)
-    def depthwise(x, w, bias, sh, sw, dh, dw, top, left, out):  # pragma: no cover (compiled)
-        n_items, height, width, chans = out.shape
-        in_h, in_w = x.shape[1], x.shape[2]
-        kh, kw = w.shape[0], w.shape[1]
-        for n in range(n_items):
-            for oy in range(height):
-                for ox in range(width):
-                    o = out[n, oy, ox]
-                    for c in range(chans):
-                        o[c] = 0.0
-                    for ky in range(kh):
-                        y = oy * sh + ky * dh - top
-                        if y < 0 or y >= in_h:
-                            continue
-                        for kx in range(kw):
-                            xx = ox * sw + kx * dw - left
-                            if xx < 0 or xx >= in_w:
-                                continue
-                            row = x[n, y, xx]
-                            wk = w[ky, kx]
-                            for c in range(chans):
-                                o[c] += row[c] * wk[c]
-                    for c in range(chans):
-                        o[c] += bias[c]
 
-    return {"depthwise": depthwise}
+def _depthwise(x, w, bias, sh, sw, dh, dw, top, left, out):  # pragma: no cover (compiled)
+    n_items, height, width, chans = out.shape
+    in_h, in_w = x.shape[1], x.shape[2]
+    kh, kw = w.shape[0], w.shape[1]
+    for n in range(n_items):
+        for oy in range(height):
+            for ox in range(width):
+                o = out[n, oy, ox]
+                for c in range(chans):
+                    o[c] = 0.0
+                for ky in range(kh):
+                    y = oy * sh + ky * dh - top
+                    if y < 0 or y >= in_h:
+                        continue
+                    for kx in range(kw):
+                        xx = ox * sw + kx * dw - left
+                        if xx < 0 or xx >= in_w:
+                            continue
+                        row = x[n, y, xx]
+                        wk = w[ky, kx]
+                        for c in range(chans):
+                            o[c] += row[c] * wk[c]
+                for c in range(chans):
+                    o[c] += bias[c]
 
 
 def _get(name: str) -> Any | None:

@@ -22,7 +22,6 @@ Padding follows TensorFlow: 'same' puts the odd extra cell after, 'causal' pads
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,23 +35,15 @@ from ..registry import register
 from . import compiled
 from .activations import activation_name, get_activation
 from .conv_epilogue import INPLACE_ACTIVATIONS, INPLACE_SET, epilogue
+from .conv_im2col import GATHER_MAX, IM2COL_BUDGET, chunks, gather_index, im2col
 from .core import check_no_quantization
 
 F32 = np.float32
-# Upper bound on the im2col buffer (elements) built at once; larger inputs run in chunks.
-IM2COL_BUDGET = 1 << 23
 # Output elements a depthwise convolution computes at once (its epilogue then runs on them
 # while they are in cache): about one core's L2 (1 MB of float32). Smaller
 # blocks measured slower (MobileNetV2 batch 32 on 2 threads: 83/s at 128 KB, 110/s at
 # 1 MB): every NumPy call holds the GIL for its dispatch, which the shard threads share.
 DEPTHWISE_BLOCK = 1 << 18
-# im2col matrices up to this many elements are built by one gather through an index cached
-# per input shape (the padding reads a zero appended to the input): a 3x3 convolution over
-# 8x8 inputs at batch 1 spent ~100 us in the per-tap slicing and the padded copy, the
-# gather takes ~5 us; at 74k elements it still won (148 vs 196 us), at 900k it lost (2.4 vs
-# 1.8 ms). Larger ones copy per tap.
-GATHER_MAX = 1 << 18
-ZERO = np.zeros(1, F32)
 
 Pads = list[tuple[int, int]]
 
@@ -201,20 +192,6 @@ def _check_channels(layer: str, x: np.ndarray, expected: int) -> None:
 
 
 # ----- regular convolution ---------------------------------------------------------------
-def _chunks(batch: int, out: tuple[int, ...], per_position: int, budget: int) -> list[tuple]:
-    """Index blocks over (batch, first output axis) of at most `budget` elements
-    (`per_position` per output position), or one row of one item if that is larger."""
-    per_item = math.prod(out) * per_position
-    if batch * per_item <= budget:
-        return [(slice(0, batch),)]
-    if per_item <= budget:
-        step = budget // per_item
-        return [(slice(b, b + step),) for b in range(0, batch, step)]
-    # One item is too large on its own: split its first output axis as well.
-    rows = max(1, budget // (per_item // out[0]))
-    return [(slice(b, b + 1), slice(r, r + rows)) for b in range(batch) for r in range(0, out[0], rows)]
-
-
 def conv_channels_last(x: np.ndarray, geo: Geometry, wmat: np.ndarray, groups: int,
                        bias: np.ndarray | None = None,
                        act: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
@@ -225,10 +202,10 @@ def conv_channels_last(x: np.ndarray, geo: Geometry, wmat: np.ndarray, groups: i
     x = np.ascontiguousarray(x, dtype=F32)
     wmat = np.asarray(wmat, dtype=F32)
     filters = wmat.shape[0] * wmat.shape[2]
-    gather = _gather_index(x.shape, geo) if groups == 1 else None
+    gather = gather_index(x.shape, geo, GATHER_MAX) if groups == 1 else None
     if gather is not None:
         y = np.empty((*gather[0], filters), dtype=F32)
-        flat = np.concatenate((x.reshape(-1), ZERO))
+        flat = np.concatenate((x.reshape(-1), np.zeros(1, F32)))
         np.matmul(flat[gather[1]], wmat[0], out=y.reshape(-1, filters))
         return epilogue(y, bias, act)
     pads = geo.pads(x.shape[1:-1])
@@ -244,14 +221,14 @@ def conv_channels_last(x: np.ndarray, geo: Geometry, wmat: np.ndarray, groups: i
                                       for o, s in zip(out, geo.strides)))].reshape(-1, n_in)
         np.matmul(cols, wmat[0], out=y.reshape(-1, filters))
         return epilogue(y, bias, act)
-    blocks = _chunks(x.shape[0], out, taps * n_in, IM2COL_BUDGET)
+    blocks = chunks(x.shape[0], out, taps * n_in, IM2COL_BUDGET)
     first_block = y[blocks[0]]
     buffer = np.empty(first_block.size // filters * taps * n_in, dtype=F32)
     for block in blocks:
         dst = y[block]
         cols = buffer[: dst.size // filters * taps * n_in].reshape(
             (*dst.shape[:-1], taps, n_in))
-        _im2col(xp, geo, out, block, cols)
+        im2col(xp, geo, out, block, cols)
         flat = dst.reshape(-1, filters)  # a view: blocks split only the leading axes
         if groups == 1:
             np.matmul(cols.reshape(-1, taps * n_in), wmat[0], out=flat)
@@ -261,64 +238,6 @@ def conv_channels_last(x: np.ndarray, geo: Geometry, wmat: np.ndarray, groups: i
             res = np.matmul(grouped.reshape(groups, -1, taps * per_group), wmat)
             flat[...] = res.transpose(1, 0, 2).reshape(-1, filters)
     return epilogue(y, bias, act)
-
-
-@functools.lru_cache(maxsize=32)  # at most 32 x 2 MB of indices
-def _gather_index(shape: tuple[int, ...], geo: Geometry
-                  ) -> tuple[tuple[int, ...], np.ndarray] | None:
-    """For an input of `shape` (batch, *spatial, C) whose im2col matrix has at most
-    GATHER_MAX elements and more than one tap: (batch, *output sizes) and the flat indices
-    into the input plus one appended zero (index x.size) forming that matrix (rows: batch
-    and output positions; columns: taps in row-major order, then channel, as `_im2col`
-    lays it out). None otherwise."""
-    spatial, n_in = shape[1:-1], shape[-1]
-    pads = geo.pads(spatial)
-    out = geo.out_sizes([n + b + a for n, (b, a) in zip(spatial, pads)])
-    if math.prod(geo.kernel) == 1 or shape[0] * math.prod(out) * math.prod(geo.kernel) * n_in \
-            > GATHER_MAX:
-        return None
-    positions = np.indices(out).reshape(len(out), -1)  # (rank, P)
-    taps = np.indices(geo.kernel).reshape(len(out), -1)  # (rank, T)
-    flat = np.zeros((positions.shape[1], taps.shape[1]), np.int64)
-    inside = np.ones_like(flat, dtype=bool)
-    for axis, (n, (before, _)) in enumerate(zip(spatial, pads)):
-        coord = (positions[axis][:, None] * geo.strides[axis]
-                 + taps[axis][None, :] * geo.dilation[axis] - before)
-        inside &= (coord >= 0) & (coord < n)
-        flat = flat * n + coord
-    per_item = math.prod(spatial) * n_in
-    cols = flat[..., None] * n_in + np.arange(n_in)  # (P, T, C)
-    cols = np.where(inside[..., None], cols, -1)
-    items = np.arange(shape[0])[:, None, None, None] * per_item
-    index = np.where(cols[None] >= 0, cols[None] + items, shape[0] * per_item)
-    index = index.reshape(shape[0] * positions.shape[1], -1).astype(np.intp)
-    index.setflags(write=False)
-    return (shape[0], *out), index
-
-
-def _im2col(xp: np.ndarray, geo: Geometry, out: tuple[int, ...], block: tuple,
-            cols: np.ndarray) -> None:
-    """Fill `cols` (items, *rows of out, tap, C) with the input windows of `block` (a slice
-    of batch items, optionally a slice of the first output axis) of the contiguous padded
-    input `xp`. Without dilation along the last axis the taps of one kernel row read
-    kernel[-1] * C consecutive input values, so each is copied as one run of that length."""
-    rows = block[1] if len(block) > 1 else slice(0, out[0])
-    first_row, last_row = rows.start, min(rows.stop, out[0]) - 1
-    k_last, n_in = geo.kernel[-1], xp.shape[-1]
-    whole_rows = geo.dilation[-1] == 1 and k_last > 1 and \
-        xp.strides[-2:] == (n_in * xp.itemsize, xp.itemsize)
-    outer = geo.kernel[:-1] + ((1,) if whole_rows else (k_last,))
-    dst = cols.reshape((*cols.shape[:-2], -1, k_last * n_in)) if whole_rows else cols
-    for i, tap in enumerate(np.ndindex(*outer)):
-        index = list(geo.tap_slices(tap, out))
-        start = tap[0] * geo.dilation[0]
-        index[0] = slice(start + first_row * geo.strides[0],
-                         start + last_row * geo.strides[0] + 1, geo.strides[0])
-        src = xp[(block[0], *index)]
-        if whole_rows:  # same strides, the last axis now runs on over the next columns
-            src = as_strided(src, (*src.shape[:-1], k_last * n_in), src.strides,
-                             writeable=False)
-        dst[..., i, :] = src
 
 
 def conv_matrix(kernel: np.ndarray, groups: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,14 @@ POS_INF = F32(np.inf)
 
 # Below this many elements a ufunc call beats np.clip (whose wrapper dominates).
 SMALL_ARRAY = 4096
+
+
+def mean_f32(x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """np.mean(x, axes, keepdims, dtype=float32) by its own steps (a float32 sum, then a
+    divide by the count), without its wrapper, which costs more than the sum on small
+    arrays (global pooling or LayerNormalization at batch 1)."""
+    count = math.prod(x.shape[a] for a in axes)
+    return np.add.reduce(x, axis=axes, keepdims=keepdims, dtype=F32) / count
 
 
 def relu_plain(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

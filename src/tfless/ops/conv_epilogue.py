@@ -128,7 +128,7 @@ def _swish_inplace(y: np.ndarray) -> np.ndarray:
 INPLACE_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda y: y,
     "relu": lambda y: relu_plain(y, out=y),
-    "relu6": lambda y: relu6_inplace(y),
+    "relu6": relu6_inplace,
     "sigmoid": _sigmoid_inplace,
     "swish": _swish_inplace,
     "silu": _swish_inplace,

@@ -47,8 +47,7 @@ def gather_index(shape: tuple[int, ...], geo: Any, limit: int = GATHER_MAX
     and output positions; columns: taps in row-major order, then channel, as `im2col`
     lays it out). None otherwise."""
     spatial, n_in = shape[1:-1], shape[-1]
-    pads = geo.pads(spatial)
-    out = geo.out_sizes([n + b + a for n, (b, a) in zip(spatial, pads)])
+    pads, out = geo.padded_out(spatial)
     if math.prod(geo.kernel) == 1 or shape[0] * math.prod(out) * math.prod(geo.kernel) * n_in \
             > limit:
         return None
@@ -63,9 +62,8 @@ def gather_index(shape: tuple[int, ...], geo: Any, limit: int = GATHER_MAX
         flat = flat * n + coord
     per_item = math.prod(spatial) * n_in
     cols = flat[..., None] * n_in + np.arange(n_in)  # (P, T, C)
-    cols = np.where(inside[..., None], cols, -1)
     items = np.arange(shape[0])[:, None, None, None] * per_item
-    index = np.where(cols[None] >= 0, cols[None] + items, shape[0] * per_item)
+    index = np.where(inside[None, ..., None], cols[None] + items, shape[0] * per_item)
     index = index.reshape(shape[0] * positions.shape[1], -1).astype(np.intp)
     index.setflags(write=False)
     return (shape[0], *out), index

@@ -110,6 +110,11 @@ class Geometry:
             out.append((total // 2, total - total // 2))
         return out
 
+    def padded_out(self, sizes: Sequence[int]) -> tuple[Pads, tuple[int, ...]]:
+        """The padding of unpadded spatial `sizes` and the output sizes it leads to."""
+        pads = self.pads(sizes)
+        return pads, self.out_sizes([n + b + a for n, (b, a) in zip(sizes, pads)])
+
     def out_sizes(self, padded: Sequence[int]) -> tuple[int, ...]:
         sizes = tuple((n - span) // s + 1 for n, span, s in zip(padded, self.span, self.strides))
         if min(sizes) < 1:
@@ -208,8 +213,7 @@ def conv_channels_last(x: np.ndarray, geo: Geometry, wmat: np.ndarray, groups: i
         flat = np.concatenate((x.reshape(-1), np.zeros(1, F32)))
         np.matmul(flat[gather[1]], wmat[0], out=y.reshape(-1, filters))
         return epilogue(y, bias, act)
-    pads = geo.pads(x.shape[1:-1])
-    out = geo.out_sizes([n + b + a for n, (b, a) in zip(x.shape[1:-1], pads)])
+    pads, out = geo.padded_out(x.shape[1:-1])
     y = np.empty((x.shape[0], *out, filters), dtype=F32)
     taps = math.prod(geo.kernel)
     xp = pad_spatial(x, pads)
@@ -375,18 +379,16 @@ def depthwise_channels_last(x: np.ndarray, geo: Geometry, kernel: np.ndarray,
     x = np.ascontiguousarray(x, dtype=F32)
     if mult > 1:
         x = np.repeat(x, mult, axis=-1)
-    pads = geo.pads(x.shape[1:-1])
+    pads, out = geo.padded_out(x.shape[1:-1])
+    weights = np.ascontiguousarray(np.asarray(kernel, F32).reshape(*geo.kernel, width))
     if compiled.available():
-        out = geo.out_sizes([n + b + a for n, (b, a) in zip(x.shape[1:-1], pads)])
         y = np.empty((x.shape[0], *out, width), dtype=F32)
-        weights = np.ascontiguousarray(np.asarray(kernel, F32).reshape(*geo.kernel, width))
         compiled.depthwise2d(x, weights, bias, geo.strides, geo.dilation,
                              (pads[0][0], pads[1][0]), y)
         return epilogue(y, None, act)
     xp = pad_spatial(x, pads)
-    height, cols = geo.out_sizes(xp.shape[1:-1])
+    height, cols = out
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilation
-    weights = np.ascontiguousarray(np.asarray(kernel, F32).reshape(kh, kw, width))
     sb, sy, sx, sc = xp.strides
     windows = as_strided(xp, (xp.shape[0], height, cols, width, kh, kw),
                          (sb, sy * sh, sx * sw, sc, sy * dh, sx * dw), writeable=False)

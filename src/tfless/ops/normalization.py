@@ -8,7 +8,6 @@ order that kernel uses.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from ..registry import register
+from .activations import mean_f32
 
 F32 = np.float32
 # tf_keras silently switches to its fused kernels only above this epsilon
@@ -48,13 +48,10 @@ def broadcast_param(param: np.ndarray, shape: tuple[int, ...], axes: Sequence[in
 
 
 def _moments(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    # np.mean's own steps (float32 sum, divide by the count) without its wrapper, which
-    # cost more than the arithmetic on a transformer's (1, steps, width) activations
-    count = math.prod(x.shape[a] for a in axes)
-    mean = np.add.reduce(x, axis=axes, keepdims=True, dtype=F32) / count
+    mean = mean_f32(x, axes, keepdims=True)
     centred = x - mean
     np.square(centred, out=centred)
-    variance = np.add.reduce(centred, axis=axes, keepdims=True, dtype=F32) / count
+    variance = mean_f32(centred, axes, keepdims=True)
     return mean, variance
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..registry import register
+from .activations import mean_f32
 from .convolutional import (
     Geometry,
     channels_first,
@@ -150,10 +151,7 @@ def make_global_average(rank: int) -> Callable[[dict, dict], Callable]:
             elif mask and mask[0] is not None:
                 keep = mask[0]
             else:
-                # np.mean's own steps (float32 sum, then divide by the count) without
-                # its wrapper, which cost more than the sum at batch 1
-                count = math.prod(x.shape[a] for a in axes)
-                return np.add.reduce(x, axis=axes, keepdims=keepdims, dtype=F32) / count
+                return mean_f32(x, axes, keepdims)
             keep = np.asarray(keep, dtype=bool)
             if keep.shape != x.shape[:1] + tuple(x.shape[a] for a in axes):
                 raise InputError(

@@ -112,12 +112,13 @@ def profile(path: str, calls: int, batch: int) -> None:
         t0 = time.perf_counter()
         model.predict(feed)
         whole.append(time.perf_counter() - t0)
-    per_step: list[list[float]] = [[] for _ in plan.steps]
+    steps = plan.plain_steps  # what a call runs (a folded ZeroPadding is trace-only)
+    per_step: list[list[float]] = [[] for _ in steps]
     for _ in range(calls):
         values: list = [None] * plan.n_slots
         for s, x in zip(plan.input_slots, xs):
             values[s] = x
-        for i, step in enumerate(plan.steps):
+        for i, step in enumerate(steps):
             args = [values[s] for s in step.inputs]
             t0 = time.perf_counter()
             out = step.run(*args)
@@ -127,11 +128,11 @@ def profile(path: str, calls: int, batch: int) -> None:
                 values[s] = y
     by_op: dict[str, float] = defaultdict(float)
     count: dict[str, int] = defaultdict(int)
-    for step, times in zip(plan.steps, per_step):
+    for step, times in zip(steps, per_step):
         by_op[step.node.op] += statistics.median(times)
         count[step.node.op] += 1
     steps_ms = sum(by_op.values()) * 1e3
-    print(f"{Path(path).name}: batch {batch}, {len(plan.steps)} steps; Model.predict median "
+    print(f"{Path(path).name}: batch {batch}, {len(steps)} steps; Model.predict median "
           f"{statistics.median(whole) * 1e3:.3f} ms, sum of step medians {steps_ms:.3f} ms")
     for op, sec in sorted(by_op.items(), key=lambda kv: -kv[1]):
         print(f"  {op:28s} x{count[op]:3d} {sec * 1e3:8.3f} ms  {100 * sec * 1e3 / steps_ms:5.1f}%")

@@ -1,4 +1,5 @@
-"""The Numba depthwise kernel (the `fast` extra) against tfless's NumPy path, and the switch.
+"""The Numba kernels (the `fast` extra: depthwise, bias + activation) against tfless's NumPy
+path, and the switch.
 
 Keras parity of depthwise and separable layers is tested in test_convolutional.py, which
 runs whichever path is active (the compiled one where Numba is installed, as in the test
@@ -8,6 +9,7 @@ the compiled loop adds the same products in the same order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -30,16 +32,22 @@ GRID = [  # (spatial, kernel, strides, dilation, padding, multiplier)
 ]
 
 
-def _numpy_path(*args):
+@contextlib.contextmanager
+def _numpy_kernels():
     old = os.environ.get("TFLESS_KERNELS")
     os.environ["TFLESS_KERNELS"] = "numpy"
     try:
-        return depthwise_channels_last(*args)
+        yield
     finally:
         if old is None:
             del os.environ["TFLESS_KERNELS"]
         else:
             os.environ["TFLESS_KERNELS"] = old
+
+
+def _numpy_path(*args):
+    with _numpy_kernels():
+        return depthwise_channels_last(*args)
 
 
 @pytest.mark.parametrize("spatial,kernel,strides,dilation,padding,mult", GRID)
@@ -85,3 +93,22 @@ def test_read_only_inputs_and_weights():
     geo = Geometry("dw", (3, 3), (1, 1), (1, 1), "same")
     np.testing.assert_array_equal(depthwise_channels_last(x, geo, k, bias),
                                   _numpy_path(x, geo, k, bias, None))
+
+
+@pytest.mark.parametrize("name", ["linear", "relu", "relu6"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_compiled_epilogue_equals_numpy(name, with_bias):
+    """Bias + relu/relu6 as one compiled pass (outputs from COMPILED_MIN elements) gives the
+    bits of NumPy's add and clip, NaN and infinities included."""
+    from tfless.ops.conv_epilogue import COMPILED_MIN, epilogue
+
+    rng = np.random.default_rng(7)
+    y = (rng.standard_normal((COMPILED_MIN // 16 + 3, 16)) * 5).astype(np.float32)
+    y[0, :4] = [np.nan, np.inf, -np.inf, -0.0]
+    bias = rng.standard_normal(16).astype(np.float32) if with_bias else None
+    act = INPLACE_ACTIVATIONS[name]
+    with _numpy_kernels():
+        slow = epilogue(y.copy(), bias, act)
+    fast = epilogue(y.copy(), bias, act)
+    np.testing.assert_array_equal(fast, slow)
+    assert np.isnan(fast[0, 0]) and np.array_equal(fast, slow, equal_nan=True)

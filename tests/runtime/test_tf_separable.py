@@ -106,8 +106,8 @@ def test_exported_keras_cnn_shards_and_matches(tmp_path: Path,
     monkeypatch.setattr(loaded.plan, "_run", lambda xs, keep_all=False: calls.append(len(xs[0]))
                         or original(xs, keep_all))
     batch = np.random.default_rng(6).random((9, 12, 12, 3), dtype=np.float32)
-    got = [loaded.predict(batch) for _ in range(2)]  # whole, then sharded
-    assert calls == [9, 4, 4, 1]
+    got = [loaded.predict(batch) for _ in range(3)]  # warm-up, whole, then sharded
+    assert calls == [9, 9, 4, 4, 1]
     want = model.predict(batch, verbose=0)
     for g in got:
         g = next(iter(g.values())) if isinstance(g, dict) else g  # a signature's outputs

@@ -112,9 +112,10 @@ def test_sharded_run_equals_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None
     blas_before = threads.blas_threads()
     _two_workers_one_blas_thread(monkeypatch)
     calls = _record_runs(monkeypatch, plan)
-    whole = plan.run([x])[0]  # first run of the bucket: whole, measured
+    plan.run([x])  # the bucket's first call warms up, whole and unmeasured
+    whole = plan.run([x])[0]  # then whole, measured
     sharded = plan.run([x])[0]  # then the alternative, measured too
-    assert calls == [11, 4, 4, 3]
+    assert calls == [11, 11, 4, 4, 3]
     assert set(plan.choices[x.shape[0].bit_length()].seconds) == {"whole", "sharded"}
     # BLAS may round a matmul over fewer rows differently in the last bit
     np.testing.assert_allclose(sharded, whole, rtol=1e-5, atol=1e-7)
@@ -148,9 +149,9 @@ def test_shards_hold_the_minimum_work(monkeypatch: pytest.MonkeyPatch) -> None:
     _two_workers_one_blas_thread(monkeypatch, min_work=0.002)
     calls = _record_runs(monkeypatch, plan, cost=lambda rows: rows * 1e-4)  # 0.1 ms per item
     x = np.random.default_rng(3).random((64, 10, 10, 3), dtype=np.float32)
-    plan.run([x])
-    plan.run([x])
-    assert calls == [64, 20, 20, 20, 4]
+    for _ in range(3):  # warm-up, whole, sharded
+        plan.run([x])
+    assert calls == [64, 64, 20, 20, 20, 4]
     # too few items for two such shards: the batch is never split
     calls.clear()
     y = x[:30]
@@ -167,6 +168,8 @@ def test_the_choice_is_measured_and_re_measured(monkeypatch: pytest.MonkeyPatch)
     calls = _record_runs(monkeypatch, plan,
                          cost=lambda rows: 1.0 if rows == 12 else shard_cost[0])
     x = np.random.default_rng(4).random((12, 10, 10, 3), dtype=np.float32)
+    plan.run([x])  # the unmeasured warm-up
+    calls.clear()
     ways = []
 
     def run() -> None:
@@ -194,7 +197,8 @@ def test_the_choice_is_measured_and_re_measured(monkeypatch: pytest.MonkeyPatch)
     # another batch size is another bucket, measured on its own
     calls.clear()
     plan.run([x[:3]])
-    assert calls == [3] and set(plan.choices[2].seconds) == {"whole"}
+    plan.run([x[:3]])
+    assert calls == [3, 3] and set(plan.choices[2].seconds) == {"whole"}
 
 
 def _sequence_model(tmp_path: Path, kind: str):
@@ -232,8 +236,8 @@ def test_sequence_models_shard_except_recurrent_ones(tmp_path: Path, monkeypatch
     x[:, 8:] = 0  # padded tails: the mask matters
     _two_workers_one_blas_thread(monkeypatch)
     calls = _record_runs(monkeypatch, loaded.plan)
-    got = [loaded.predict(x) for _ in range(2)]
-    assert calls == ([9, 4, 4, 1] if sharded else [9, 9])
+    got = [loaded.predict(x) for _ in range(3)]  # warm-up, whole, then sharding if it may
+    assert calls == ([9, 9, 4, 4, 1] if sharded else [9, 9, 9])
     want = model.predict(x, verbose=0)
     for g in got:
         np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-5)
@@ -261,7 +265,7 @@ def test_batch_one_tries_single_threaded_blas_when_it_costs_enough(
     x = np.random.default_rng(5).random((1, 10, 10, 3), dtype=np.float32)
     want = original([x])[0]
     outs = [plan.run([x])[0] for _ in range(4)]
-    assert limits == [2, 1, 1, 1]
+    assert limits == [2, 2, 1, 1]  # warm-up, whole measured, then the faster single thread
     assert set(plan.choices[1].seconds) == {"whole", "one-thread"}
     for got in outs:
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from ..registry import register
 from . import compiled
 from .activations import activation_name, get_activation
-from .conv_epilogue import INPLACE_ACTIVATIONS, INPLACE_SET, epilogue
+from .conv_epilogue import COMPILED_CODES, INPLACE_ACTIVATIONS, INPLACE_SET, epilogue
 from .conv_im2col import GATHER_MAX, IM2COL_BUDGET, chunks, gather_index, im2col
 from .core import check_no_quantization
 
@@ -46,6 +46,9 @@ F32 = np.float32
 DEPTHWISE_BLOCK = 1 << 18
 
 Pads = list[tuple[int, int]]
+# The config key under which the runtime hands a layer the padding of a ZeroPadding layer it
+# folded into it (runtime/absorb.py); never in a saved config, never seen by the exporters.
+ABSORBED_PADDING = "_absorbed_padding"
 
 
 def int_tuple(value: Any, rank: int, field: str, layer: str) -> tuple[int, ...]:
@@ -88,6 +91,9 @@ class Geometry:
     strides: tuple[int, ...]
     dilation: tuple[int, ...]
     padding: str
+    # (before, after) zeros of a ZeroPadding layer the runtime folded into this layer
+    # (runtime/absorb.py), added ahead of `padding` (which then applies to the padded size)
+    absorbed: tuple[tuple[int, int], ...] = ()
 
     @property
     def rank(self) -> int:
@@ -99,7 +105,12 @@ class Geometry:
         return tuple((k - 1) * d + 1 for k, d in zip(self.kernel, self.dilation))
 
     def pads(self, sizes: Sequence[int]) -> Pads:
-        """(before, after) zero padding of each spatial axis, as TensorFlow computes it."""
+        """(before, after) zero padding of each spatial axis, as TensorFlow computes it, plus
+        any absorbed ZeroPadding."""
+        if self.absorbed:
+            padded = [n + b + a for n, (b, a) in zip(sizes, self.absorbed)]
+            return [(b + eb, a + ea) for (b, a), (eb, ea)
+                    in zip(replace(self, absorbed=()).pads(padded), self.absorbed)]
         if self.padding == "valid":
             return [(0, 0)] * self.rank
         if self.padding == "causal":
@@ -156,7 +167,8 @@ def geometry(config: dict, rank: int, allow_causal: bool, size_field: str = "ker
             f"layer '{layer}': kernel_size, strides and dilation_rate must be positive. Received: "
             f"kernel_size={kernel}, strides={strides}, dilation_rate={dilation}"
         )
-    return Geometry(layer, kernel, strides, dilation, padding)
+    absorbed = tuple((int(b), int(a)) for b, a in config.get(ABSORBED_PADDING, ()))
+    return Geometry(layer, kernel, strides, dilation, padding, absorbed)
 
 
 def pad_spatial(x: np.ndarray, pads: Pads, value: float = 0.0) -> np.ndarray:
@@ -372,7 +384,7 @@ def depthwise_channels_last(x: np.ndarray, geo: Geometry, kernel: np.ndarray,
     """
     if geo.rank == 1:
         geo2 = Geometry(geo.layer, (1, *geo.kernel), (1, *geo.strides), (1, *geo.dilation),
-                        geo.padding)
+                        geo.padding, ((0, 0), *geo.absorbed) if geo.absorbed else ())
         return depthwise_channels_last(x[:, None], geo2, kernel[None], bias, act)[:, 0]
     n_in, mult = kernel.shape[-2], kernel.shape[-1]
     width = n_in * mult
@@ -383,9 +395,10 @@ def depthwise_channels_last(x: np.ndarray, geo: Geometry, kernel: np.ndarray,
     weights = np.ascontiguousarray(np.asarray(kernel, F32).reshape(*geo.kernel, width))
     if compiled.available():
         y = np.empty((x.shape[0], *out, width), dtype=F32)
+        coded = COMPILED_CODES.get(None if act is INPLACE_ACTIVATIONS["linear"] else act)
         compiled.depthwise2d(x, weights, bias, geo.strides, geo.dilation,
-                             (pads[0][0], pads[1][0]), y)
-        return epilogue(y, None, act)
+                             (pads[0][0], pads[1][0]), y, coded or "linear")
+        return y if coded else epilogue(y, None, act)
     xp = pad_spatial(x, pads)
     height, cols = out
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilation

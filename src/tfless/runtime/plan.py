@@ -9,15 +9,18 @@ BLAS (OpenBLAS threads spin, which under load made small GEMMs 10-80x slower), o
 every layer treats batch items independently, as shards on the thread pool of
 `runtime.threads` (single-threaded BLAS per shard), concatenated: the outputs are the
 same either way. Which way wins depends on the model, the batch size and the machine's
-load, so it is measured, per batch-size bucket (powers of two, batch 1 included): the
-first call of a bucket runs whole; single-threaded BLAS is tried when that took at least
-ONE_THREAD_MIN_SECONDS and sharding when it took at least SHARD_MIN_SECONDS (cheap models
-keep their latency); each alternative runs once, the fastest per item is used from then on
-and, every RECHECK_EVERY calls, one of the others runs again so a choice made under other
-load is revisited. Shards hold at least SHARD_MIN_WORK seconds of measured work (never a
-few rows of a cheap model). Batch 1 matters most here: on 2 busy cores, single-threaded
-BLAS ran MobileNetV2 at batch 1 in 25-36 ms against 35-150 ms with two spinning threads,
-and the LSTM / transformer text models 1.5-3x faster.
+load, so it is measured, per batch-size bucket (powers of two, batch 1 included). A bucket's
+very first call runs whole unmeasured: it warms up (first-touch page faults of new buffers,
+compiled kernels loading, cold caches) and once took 45 ms where the next calls took 15,
+which kept MobileNetV2 on the slower way for 32 calls. The next call runs whole, measured;
+single-threaded BLAS is tried when that took at least ONE_THREAD_MIN_SECONDS and sharding
+when it took at least SHARD_MIN_SECONDS (cheap models keep their latency); each alternative
+runs once, the fastest per item is used from then on and, every RECHECK_EVERY calls, one of
+the others runs again so a choice made under other load is revisited. Shards hold at least
+SHARD_MIN_WORK seconds of measured work (never a few rows of a cheap model). Batch 1
+matters most here: on 2 busy cores, single-threaded BLAS ran MobileNetV2 at batch 1 in
+25-36 ms against 35-150 ms with two spinning threads, and the LSTM / transformer text
+models 1.5-3x faster.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from ..errors import ModelFormatError, TflessError
 from ..graph import Graph, Node
 from ..ops import get_op
 from ..registry import OpSpec
-from . import memory, threads
+from . import absorb, memory, threads
 from .tf_separable import tf_batch_separable
 
 # Layers that compute every batch item on its own (the batch axis is never reduced, moved
@@ -132,6 +135,8 @@ class Step:
     inputs: list[int]
     outputs: list[int]
     release: list[int]
+    # computed for traces only: its one consumer does the work itself (runtime/absorb.py)
+    trace_only: bool = False
 
 
 class Plan:
@@ -147,11 +152,18 @@ class Plan:
             return slots.setdefault(tid, len(slots))
 
         self.input_slots = [slot(s.name) for s in graph.inputs]
+        specs = [get_op(node.op, node.name) for node in graph.nodes]
+        self.has_masks = any(spec.mask not in ("drop", "keep") for spec in specs)
+        folded = absorb.absorptions(graph)
+        trace_only = {pad.name for pad, _ in folded.values()}
         steps: list[Step] = []
-        for node in graph.nodes:
-            spec = get_op(node.op, node.name)
+        for node, spec in zip(graph.nodes, specs):
+            config, inputs = node.config, node.inputs
+            if node.name in folded:
+                pad, pads = folded[node.name]
+                config, inputs = absorb.absorbing_config(node, pads), pad.inputs
             try:
-                run = spec.build(node.config, node.weights)
+                run = spec.build(config, node.weights)
             except KeyError as exc:
                 raise ModelFormatError(
                     f"layer '{node.name}' ({node.op}): its saved config/weights lack {exc}, which "
@@ -162,8 +174,8 @@ class Plan:
                     f"layer '{node.name}' ({node.op}): cannot build from its config/weights: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
-            steps.append(Step(node, spec, run, [slot(t) for t in node.inputs],
-                              [slot(t) for t in node.outputs], []))
+            steps.append(Step(node, spec, run, [slot(t) for t in inputs],
+                              [slot(t) for t in node.outputs], [], node.name in trace_only))
         for tid in graph.output_ids:
             if tid not in slots:
                 raise TflessError(f"model output '{tid}' is produced by no layer")
@@ -177,9 +189,10 @@ class Plan:
             if s not in keep:
                 steps[i].release.append(s)
         self.steps = steps
+        # what a call runs: all steps but those only traces need (a folded ZeroPadding)
+        self.plain_steps = [st for st in steps if not st.trace_only]
         self.n_slots = len(slots)
         self.slot_of = slots
-        self.has_masks = any(st.spec.mask not in ("drop", "keep") for st in steps)
         self.separable = batch_separable(graph.nodes, graph)
         self.choices: dict[int, Choice] = {}  # batch.bit_length() -> measurements
         self.last_values: list[Any] | None = None
@@ -190,9 +203,10 @@ class Plan:
         if keep_all or batch < 1:
             return self._run(inputs, keep_all)
         choice = self.choices.get(batch.bit_length())
-        if choice is None:
-            choice = self.choices.setdefault(batch.bit_length(), Choice())
-        elif choice.settled:
+        if choice is None:  # a bucket's first call warms up, unmeasured (see module doc)
+            self.choices.setdefault(batch.bit_length(), Choice())
+            return self._run(inputs)
+        if choice.settled:
             choice.calls += 1
             if choice.calls % RECHECK_EVERY:
                 return self._run(inputs)
@@ -267,6 +281,8 @@ class Plan:
             return self._run_plain(values)
         masks: list[Any] = [None] * self.n_slots if self.has_masks else []
         for step in self.steps:
+            if step.trace_only and not keep_all:
+                continue
             args = [values[s] for s in step.inputs]
             in_masks = [masks[s] for s in step.inputs] if masks else []
             try:
@@ -293,7 +309,7 @@ class Plan:
     def _run_plain(self, values: list[Any]) -> list[np.ndarray]:
         """`_run` without masks and without keeping intermediates: the loop a batch-1
         call of a small model spends its overhead in, kept to the calls themselves."""
-        for step in self.steps:
+        for step in self.plain_steps:
             args = [values[s] for s in step.inputs]
             try:
                 out = step.run(*args)

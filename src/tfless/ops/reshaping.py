@@ -12,8 +12,7 @@ import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from ..registry import register
-from .convolutional import (channels_first, from_channels_last, int_tuple, pad_spatial,
-                            to_channels_last)
+from .convolutional import channels_first, from_channels_last, int_tuple, pad_spatial, to_channels_last
 
 F32 = np.float32
 

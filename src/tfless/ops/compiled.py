@@ -60,9 +60,9 @@ def _compile() -> dict[str, Any]:
     except ImportError:  # not installed, or a Numba built for another NumPy
         return {}
     global _finish
-    if not hasattr(_finish, "py_func"):  # the kernels call it compiled (Numba resolves the
-        _finish = njit(nogil=True, cache=True)(_finish)  # global as it compiles them)
-    functions = {"depthwise": _depthwise, "bias_act": _bias_act}
+    if not hasattr(_finish, "py_func"):  # the depthwise kernel calls it compiled (Numba
+        _finish = njit(nogil=True, cache=True)(_finish)  # resolves the global as it compiles)
+    functions = {"depthwise": _depthwise, "bias_act": _finish.py_func}
     try:
         return {name: njit(sig, cache=True, nogil=True)(functions[name])
                 for name, sig in _signatures().items()}
@@ -77,53 +77,71 @@ def _compile() -> dict[str, Any]:
         return {}
 
 
-def _finish(o, bias, code):  # pragma: no cover (compiled)
-    """o += bias, then relu / relu6 (ACTIVATION_CODES), in place on one finished row. NaN
-    is kept (both comparisons are false); every element gets a new value stored, so the
-    loops vectorise (a select; a lone `if v < 0: o[c] = 0` became a branch and ran 4x slower)."""
-    if code == 1:
-        for c in range(o.shape[0]):
-            v = o[c] + bias[c]
-            o[c] = 0.0 if v < 0.0 else v
-    elif code == 2:
-        for c in range(o.shape[0]):
-            v = o[c] + bias[c]
-            v = 0.0 if v < 0.0 else v
-            o[c] = 6.0 if v > 6.0 else v
-    else:
-        for c in range(o.shape[0]):
-            o[c] += bias[c]
-
-
-def _bias_act(y, bias, code):  # pragma: no cover (compiled)
-    """act(y + bias), one pass over each row."""
-    for r in range(y.shape[0]):
-        _finish(y[r], bias, code)
+def _finish(y, bias, code):  # pragma: no cover (compiled)
+    """y += bias, then relu / relu6 (ACTIVATION_CODES), in place on the finished (pixels, C)
+    rows `y`. NaN is kept (both comparisons are false); every element gets a new value
+    stored, so the loops vectorise (a select; a lone `if v < 0: y[i, c] = 0` became a branch
+    and ran 4x slower)."""
+    for i in range(y.shape[0]):
+        if code == 1:
+            for c in range(y.shape[1]):
+                v = y[i, c] + bias[c]
+                y[i, c] = 0.0 if v < 0.0 else v
+        elif code == 2:
+            for c in range(y.shape[1]):
+                v = y[i, c] + bias[c]
+                v = 0.0 if v < 0.0 else v
+                y[i, c] = 6.0 if v > 6.0 else v
+        else:
+            for c in range(y.shape[1]):
+                y[i, c] += bias[c]
 
 
 def _depthwise(x, w, bias, sh, sw, dh, dw, top, left, code, out):  # pragma: no cover (compiled)
+    """One output row at a time. A 3x3 window wholly inside the input (most of them) sums its
+    nine taps in a register per channel; other windows add their in-bounds taps into the
+    output. Either way each output is 0 + tap 0 + tap 1 + ... in row-major tap order, as in
+    the NumPy path (MobileNetV2's 112x112x32: 0.70 -> 0.46 ms with the register sums)."""
     n_items, height, width, chans = out.shape
     in_h, in_w = x.shape[1], x.shape[2]
     kh, kw = w.shape[0], w.shape[1]
+    three = kh == 3 and kw == 3
     for n in range(n_items):
         for oy in range(height):
+            y0 = oy * sh - top
+            rows_inside = three and y0 >= 0 and y0 + 2 * dh < in_h
+            o = out[n, oy]
             for ox in range(width):
-                o = out[n, oy, ox]
+                x0 = ox * sw - left
+                if rows_inside and x0 >= 0 and x0 + 2 * dw < in_w:
+                    ya, yb, yc = y0, y0 + dh, y0 + 2 * dh
+                    xa, xb, xc = x0, x0 + dw, x0 + 2 * dw
+                    for c in range(chans):
+                        acc = np.float32(0.0)
+                        acc += x[n, ya, xa, c] * w[0, 0, c]
+                        acc += x[n, ya, xb, c] * w[0, 1, c]
+                        acc += x[n, ya, xc, c] * w[0, 2, c]
+                        acc += x[n, yb, xa, c] * w[1, 0, c]
+                        acc += x[n, yb, xb, c] * w[1, 1, c]
+                        acc += x[n, yb, xc, c] * w[1, 2, c]
+                        acc += x[n, yc, xa, c] * w[2, 0, c]
+                        acc += x[n, yc, xb, c] * w[2, 1, c]
+                        acc += x[n, yc, xc, c] * w[2, 2, c]
+                        o[ox, c] = acc
+                    continue
                 for c in range(chans):
-                    o[c] = 0.0
+                    o[ox, c] = 0.0
                 for ky in range(kh):
-                    y = oy * sh + ky * dh - top
+                    y = y0 + ky * dh
                     if y < 0 or y >= in_h:
                         continue
                     for kx in range(kw):
-                        xx = ox * sw + kx * dw - left
+                        xx = x0 + kx * dw
                         if xx < 0 or xx >= in_w:
                             continue
-                        row = x[n, y, xx]
-                        wk = w[ky, kx]
                         for c in range(chans):
-                            o[c] += row[c] * wk[c]
-                _finish(o, bias, code)
+                            o[ox, c] += x[n, y, xx, c] * w[ky, kx, c]
+            _finish(o, bias, code)
 
 
 def _get(name: str) -> Any | None:

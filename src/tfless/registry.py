@@ -30,7 +30,9 @@ class OpSpec:
     weight_names: Keras's storage order of the layer's weights (trainable first, then
     non-trainable), as a function of its config.
     mask: "drop" (outputs carry no mask), "keep" (every output carries the first input's
-    mask), or a rule `(config, inputs, input_masks) -> output_masks`.
+    mask), or a rule `(config, inputs, input_masks) -> output_masks`. A rule with the
+    attribute `passes_only = True` only combines masks its inputs carry (no input mask, no
+    output mask), so a plan whose rules are all of that kind never computes masks.
     uses_mask: run() accepts `mask=[...]` (one entry per input, None where unmasked).
     noop: the layer is the identity at inference (passes may drop it).
     children: for layers that own sub-layers, the order of their saved sub-objects

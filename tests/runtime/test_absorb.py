@@ -1,9 +1,9 @@
-"""ZeroPadding folded into the convolution it feeds (runtime/absorb.py), against Keras.
+"""Layers the plan folds into a neighbour (runtime/absorb.py), against Keras.
 
-Each model pads explicitly before a convolution, as MobileNet and ResNet do. The plan must
-fold the padding (no ZeroPadding step left in what a call runs), still trace the padded
-tensor exactly, and give Keras's outputs (the parity harness also runs the exported ONNX
-file, whose graph keeps the ZeroPadding layer).
+ZeroPadding into the convolution it feeds (as MobileNet and ResNet pad), and a relu into
+the Add before it (ResNet's residual blocks). The plan must fold them (no such step left in
+what a call runs), still trace every tensor exactly, and give Keras's outputs (the parity
+harness also runs the exported ONNX file, whose graph keeps both layers).
 """
 
 from __future__ import annotations
@@ -92,3 +92,56 @@ def test_padding_read_twice_or_returned_is_not_folded() -> None:
         got = got if isinstance(got, list) else [got]
         for g, w in zip(got, keras_predict(model, data)):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def _saved(model, tmp: str):
+    model.save(Path(tmp) / "m.keras")
+    return tfless.load(Path(tmp) / "m.keras")
+
+
+def test_relu_after_add_runs_in_place_and_traces_both() -> None:
+    import keras
+
+    L = keras.layers
+    x = keras.Input((6, 6, 4))
+    a = L.Conv2D(4, 3, padding="same")(x)
+    block = L.Activation("relu", name="act")(L.Add(name="sum")([a, x]))
+    block = L.ReLU(name="plain_relu")(L.Add(name="sum2")([L.Conv2D(4, 1)(block), block]))
+    # a sum also read elsewhere keeps its own relu step
+    shared = L.Add(name="shared")([block, x])
+    out = L.Concatenate()([L.Activation("relu")(shared), shared])
+    model = keras.Model(x, out)
+    randomize_weights(model, seed=3)
+    data = np.random.default_rng(3).standard_normal((2, 6, 6, 4)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded = _saved(model, tmp)
+    plan = loaded.plan
+    assert not plan.has_masks  # Add only passes masks on: the plain loop runs
+    ran = [s.node.name for s in plan.plain_steps]
+    assert "act" not in ran and "plain_relu" not in ran and "shared" in ran
+    assert sum(s.node.op == "Activation" for s in plan.plain_steps) == 1
+    np.testing.assert_allclose(loaded.predict(data), keras_predict(model, data)[0],
+                               rtol=1e-4, atol=1e-5)
+    traced = plan.trace([data])
+    tensor = {n.name: n.outputs[0] for n in loaded.graph.nodes}
+    for name in ("sum", "act", "sum2", "plain_relu"):
+        want = keras.Model(model.input, model.get_layer(name).output)(data)
+        np.testing.assert_allclose(traced[tensor[name]], np.asarray(want), rtol=1e-4, atol=1e-5)
+    assert np.min(traced[tensor["sum"]]) < 0  # the traced sum is the one before its relu
+
+
+def test_masked_plans_keep_their_relu_steps() -> None:
+    import keras
+
+    L = keras.layers
+    tokens = keras.Input((5,), dtype="int32")
+    h = L.Embedding(20, 4, mask_zero=True)(tokens)
+    h = L.Activation("relu", name="act")(L.Add()([h, L.Dense(4)(h)]))
+    model = keras.Model(tokens, L.GlobalAveragePooling1D()(h))
+    randomize_weights(model, seed=4)
+    data = np.array([[3, 4, 0, 0, 0], [1, 2, 3, 4, 5]], np.int32)
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded = _saved(model, tmp)
+    assert loaded.plan.has_masks
+    np.testing.assert_allclose(loaded.predict(data), keras_predict(model, data)[0],
+                               rtol=1e-4, atol=1e-5)

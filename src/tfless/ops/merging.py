@@ -60,6 +60,9 @@ def _elementwise_masks(config: dict, inputs: list, masks: list) -> list:
     return [np.logical_and.reduce([np.asarray(m, dtype=bool) for m in masks if m is not None])]
 
 
+_elementwise_masks.passes_only = True  # type: ignore[attr-defined]  (registry.OpSpec.mask)
+
+
 def _fold(op: Binary, xs: list[np.ndarray]) -> np.ndarray:
     out = xs[0]
     for x in xs[1:]:
@@ -176,6 +179,9 @@ def _concatenate_masks(config: dict, inputs: list, masks: list) -> list:
         parts.append(m)
     joined = np.concatenate(parts, axis=axis)
     return [joined.any(axis=-1) if keras3 else joined.all(axis=-1)]
+
+
+_concatenate_masks.passes_only = True  # type: ignore[attr-defined]
 
 
 @register("Concatenate", mask=_concatenate_masks)

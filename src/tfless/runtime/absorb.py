@@ -1,4 +1,5 @@
-"""ZeroPadding layers folded into the convolution they feed, in the NumPy plan only.
+"""Layers folded into their neighbour, in the NumPy plan only: a ZeroPadding into the
+convolution it feeds, a relu into the merge (Add, ...) whose result it alone reads.
 
 MobileNet-style models pad explicitly before a strided convolution (ZeroPadding2D, then a
 'valid' DepthwiseConv2D/Conv2D). Run as written, the padding copies the whole activation
@@ -6,18 +7,28 @@ once more (1.1 ms of MobileNetV2's 15 ms batch-1 call). Folded, the convolution 
 unpadded input: the compiled depthwise loop skips the padded taps, the im2col gather reads
 an appended zero, and the per-tap im2col pads the same way it does for 'same' padding.
 
-Only the plan changes: the graph the exporters, `inspect` and the traces see still has the
-ZeroPadding layer, and `Plan.trace` still computes its output (the plan keeps it as a
-trace-only step). Folded only when the padding's output goes to that one convolution and
-nowhere else (not a model output) and both use the same data_format. Masks do not change
-it: neither layer supports masking (Keras drops a mask at both), so the convolution's output
-has none either way.
+ResNet's residual blocks end in Add then Activation('relu'): as two layers, the relu reads
+the sum back from memory and writes a second full-size array; folded, it runs in place on
+the sum the merge has just written.
+
+Only the plan changes: the graph the exporters, `inspect` and the traces see still has
+both layers, and `Plan.trace` runs them unfolded (every tensor is traced). Folded only when
+the first layer's output goes to the second alone (not a model output). A padding folds
+only into a convolution of the same data_format; masks do not change it, as neither layer
+supports masking (Keras drops a mask at both). A relu folds only into a plan that carries
+no masks (the plain loop, which is where it runs folded).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
 from ..errors import TflessError
 from ..graph import Graph, Node
+from ..ops.activations import activation_name, relu_plain
 from ..ops.convolutional import ABSORBED_PADDING
 from ..ops.reshaping import pairs
 
@@ -60,3 +71,41 @@ def absorptions(graph: Graph) -> dict[str, tuple[Node, list[tuple[int, int]]]]:
 def absorbing_config(conv: Node, pads: list[tuple[int, int]]) -> dict:
     """The convolution's config for the plan: its own, plus the zeros it now adds itself."""
     return {**conv.config, ABSORBED_PADDING: [list(p) for p in pads]}
+
+
+# merges that compute a new array from two or more inputs (so a relu may overwrite it)
+MERGES = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"})
+
+
+def _plain_relu(node: Node) -> bool:
+    cfg = node.config
+    if node.op == "Activation":
+        return activation_name(cfg.get("activation")) == "relu"
+    return node.op == "ReLU" and cfg.get("max_value") is None \
+        and not (cfg.get("negative_slope") or 0.0) and not (cfg.get("threshold") or 0.0)
+
+
+def relu_after_merge(graph: Graph) -> dict[str, Node]:
+    """merge node name -> the relu layer (Activation('relu') or a plain ReLU) that alone
+    reads its output."""
+    consumers = graph.consumers()
+    found: dict[str, Node] = {}
+    for node in graph.nodes:
+        if node.op not in MERGES or len(node.inputs) < 2 or len(node.outputs) != 1 \
+                or node.outputs[0] in graph.output_ids:
+            continue
+        readers = consumers.get(node.outputs[0], [])
+        if len(readers) == 1 and readers[0].inputs == node.outputs and _plain_relu(readers[0]):
+            found[node.name] = readers[0]
+    return found
+
+
+def with_relu(run: Callable[..., Any]) -> Callable[..., Any]:
+    """A merge's run followed by relu in place on the array it returned (a new one: the
+    merges of MERGES combine two or more inputs into a fresh result)."""
+    def fused(*args: np.ndarray) -> np.ndarray:
+        y = run(*args)
+        return relu_plain(y, out=y) if isinstance(y, np.ndarray) and y.flags.writeable \
+            else relu_plain(np.asarray(y))
+
+    return fused

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -139,6 +139,18 @@ class Step:
     trace_only: bool = False
 
 
+def _set_releases(steps: list[Step], keep: set[int]) -> None:
+    """Each slot is released after the last step of `steps` that reads it (model outputs
+    are kept)."""
+    last_use: dict[int, int] = {}
+    for i, step in enumerate(steps):
+        for s in step.inputs:
+            last_use[s] = i
+    for s, i in last_use.items():
+        if s not in keep:
+            steps[i].release.append(s)
+
+
 class Plan:
     """A compiled graph: `run(list of input arrays) -> list of output arrays`."""
 
@@ -153,7 +165,10 @@ class Plan:
 
         self.input_slots = [slot(s.name) for s in graph.inputs]
         specs = [get_op(node.op, node.name) for node in graph.nodes]
-        self.has_masks = any(spec.mask not in ("drop", "keep") for spec in specs)
+        # a mask exists only where some layer can create one (Embedding, Masking, ...):
+        # ResNet's and MobileNet's Add layers merely pass masks on, so they run mask-free
+        self.has_masks = any(spec.mask not in ("drop", "keep")
+                             and not getattr(spec.mask, "passes_only", False) for spec in specs)
         folded = absorb.absorptions(graph)
         trace_only = {pad.name for pad, _ in folded.values()}
         steps: list[Step] = []
@@ -180,22 +195,32 @@ class Plan:
             if tid not in slots:
                 raise TflessError(f"model output '{tid}' is produced by no layer")
         self.output_slots = [slots[t] for t in graph.output_ids]
-        keep = set(self.output_slots)
-        last_use: dict[int, int] = {}
-        for i, step in enumerate(steps):
-            for s in step.inputs:
-                last_use[s] = i
-        for s, i in last_use.items():
-            if s not in keep:
-                steps[i].release.append(s)
         self.steps = steps
-        # what a call runs: all steps but those only traces need (a folded ZeroPadding)
-        self.plain_steps = [st for st in steps if not st.trace_only]
+        self.plain_steps = self._plain(steps, slots)
+        for listed in (self.steps, self.plain_steps):
+            _set_releases(listed, set(self.output_slots))
         self.n_slots = len(slots)
         self.slot_of = slots
         self.separable = batch_separable(graph.nodes, graph)
         self.choices: dict[int, Choice] = {}  # batch.bit_length() -> measurements
         self.last_values: list[Any] | None = None
+
+    def _plain(self, steps: list[Step], slots: dict[str, int]) -> list[Step]:
+        """What a mask-free call runs (runtime/absorb.py): the steps but those only traces
+        need (a folded ZeroPadding), each merge a relu alone reads run with that relu."""
+        relu_of = {} if self.has_masks else absorb.relu_after_merge(self.graph)
+        folded = {relu.name for relu in relu_of.values()}
+        plain = []
+        for st in steps:
+            if st.trace_only or st.node.name in folded:
+                continue
+            relu = relu_of.get(st.node.name)
+            if relu is None:
+                plain.append(replace(st, release=[]))
+            else:
+                plain.append(replace(st, run=absorb.with_relu(st.run),
+                                     outputs=[slots[t] for t in relu.outputs], release=[]))
+        return plain
 
     def run(self, inputs: list[np.ndarray], keep_all: bool = False) -> list[np.ndarray]:
         """Run the plan. With keep_all, intermediate tensors are kept (see `trace`)."""

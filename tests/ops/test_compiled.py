@@ -66,6 +66,7 @@ def test_compiled_depthwise_equals_numpy(spatial, kernel, strides, dilation, pad
     slow = _numpy_path(x, geo, k, bias, act)
     assert fast.shape == slow.shape
     np.testing.assert_array_equal(fast, slow)
+    assert np.array_equal(np.signbit(fast), np.signbit(slow))
 
 
 def test_switch_and_lazy_import():
@@ -111,4 +112,5 @@ def test_compiled_epilogue_equals_numpy(name, with_bias):
         slow = epilogue(y.copy(), bias, act)
     fast = epilogue(y.copy(), bias, act)
     np.testing.assert_array_equal(fast, slow)
+    assert np.array_equal(np.signbit(fast), np.signbit(slow))  # -0.0 stays -0.0
     assert np.isnan(fast[0, 0]) and np.array_equal(fast, slow, equal_nan=True)

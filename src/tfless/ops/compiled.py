@@ -160,6 +160,12 @@ def available() -> bool:
     return _get("depthwise") is not None
 
 
+def _no_bias(size: int) -> np.ndarray:
+    """The bias of a layer without one: -0.0, since x + -0.0 is x for every x (+0.0 would
+    turn a -0.0 sum into +0.0, where the NumPy path adds nothing)."""
+    return np.full(size, -0.0, np.float32)
+
+
 def depthwise2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None,
                 strides: tuple[int, int], dilation: tuple[int, int], pads_before: tuple[int, int],
                 out: np.ndarray, activation: str = "linear") -> np.ndarray:
@@ -167,7 +173,7 @@ def depthwise2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None,
     (+ bias)), x (batch, H, W, C) and out (batch, H', W', C) contiguous float32, weights
     (kh, kw, C), `activation` one of ACTIVATION_CODES."""
     kernel = _get("depthwise")
-    zeros = np.zeros(out.shape[-1], np.float32) if bias is None else bias
+    zeros = _no_bias(out.shape[-1]) if bias is None else bias
     kernel(x, weights, np.ascontiguousarray(zeros, np.float32), strides[0], strides[1],
            dilation[0], dilation[1], pads_before[0], pads_before[1],
            ACTIVATION_CODES[activation], out)
@@ -179,6 +185,6 @@ def bias_act(y: np.ndarray, bias: np.ndarray | None, activation: str) -> np.ndar
     pass; the same float32 operations as NumPy's add then clip, so the same bits."""
     kernel = _get("bias_act")
     flat = y.reshape(-1, y.shape[-1])
-    zeros = np.zeros(y.shape[-1], np.float32) if bias is None else bias
+    zeros = _no_bias(y.shape[-1]) if bias is None else bias
     kernel(flat, np.ascontiguousarray(zeros, np.float32), ACTIVATION_CODES[activation])
     return y

@@ -160,10 +160,13 @@ def available() -> bool:
     return _get("depthwise") is not None
 
 
-def _no_bias(size: int) -> np.ndarray:
-    """The bias of a layer without one: -0.0, since x + -0.0 is x for every x (+0.0 would
-    turn a -0.0 sum into +0.0, where the NumPy path adds nothing)."""
-    return np.full(size, -0.0, np.float32)
+def _bias(bias: np.ndarray | None, size: int) -> np.ndarray:
+    """The contiguous float32 bias the kernels add; for a layer without one -0.0, since
+    x + -0.0 is x for every x (+0.0 would turn a -0.0 sum into +0.0, where the NumPy path
+    adds nothing)."""
+    if bias is None:
+        return np.full(size, -0.0, np.float32)
+    return np.ascontiguousarray(bias, np.float32)
 
 
 def depthwise2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None,
@@ -173,8 +176,7 @@ def depthwise2d(x: np.ndarray, weights: np.ndarray, bias: np.ndarray | None,
     (+ bias)), x (batch, H, W, C) and out (batch, H', W', C) contiguous float32, weights
     (kh, kw, C), `activation` one of ACTIVATION_CODES."""
     kernel = _get("depthwise")
-    zeros = _no_bias(out.shape[-1]) if bias is None else bias
-    kernel(x, weights, np.ascontiguousarray(zeros, np.float32), strides[0], strides[1],
+    kernel(x, weights, _bias(bias, out.shape[-1]), strides[0], strides[1],
            dilation[0], dilation[1], pads_before[0], pads_before[1],
            ACTIVATION_CODES[activation], out)
     return out
@@ -184,7 +186,5 @@ def bias_act(y: np.ndarray, bias: np.ndarray | None, activation: str) -> np.ndar
     """act(y + bias) in place on the contiguous float32 `y` (last axis: channels), in one
     pass; the same float32 operations as NumPy's add then clip, so the same bits."""
     kernel = _get("bias_act")
-    flat = y.reshape(-1, y.shape[-1])
-    zeros = _no_bias(y.shape[-1]) if bias is None else bias
-    kernel(flat, np.ascontiguousarray(zeros, np.float32), ACTIVATION_CODES[activation])
+    kernel(y.reshape(-1, y.shape[-1]), _bias(bias, y.shape[-1]), ACTIVATION_CODES[activation])
     return y

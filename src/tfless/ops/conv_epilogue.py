@@ -145,6 +145,7 @@ INPLACE_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": lambda y: np.tanh(y, out=y),
 }
 INPLACE_SET = frozenset(INPLACE_ACTIVATIONS.values())
-# The activations the compiled pass applies itself (None: the bias alone).
+# The activations the compiled pass applies itself (None or linear: the bias alone).
 COMPILED_CODES: dict[Callable[[np.ndarray], np.ndarray] | None, str] = {
-    None: "linear", INPLACE_ACTIVATIONS["relu"]: "relu", INPLACE_ACTIVATIONS["relu6"]: "relu6"}
+    None: "linear", INPLACE_ACTIVATIONS["linear"]: "linear",
+    INPLACE_ACTIVATIONS["relu"]: "relu", INPLACE_ACTIVATIONS["relu6"]: "relu6"}

@@ -395,7 +395,7 @@ def depthwise_channels_last(x: np.ndarray, geo: Geometry, kernel: np.ndarray,
     weights = np.ascontiguousarray(np.asarray(kernel, F32).reshape(*geo.kernel, width))
     if compiled.available():
         y = np.empty((x.shape[0], *out, width), dtype=F32)
-        coded = COMPILED_CODES.get(None if act is INPLACE_ACTIVATIONS["linear"] else act)
+        coded = COMPILED_CODES.get(act)
         compiled.depthwise2d(x, weights, bias, geo.strides, geo.dilation,
                              (pads[0][0], pads[1][0]), y, coded or "linear")
         return y if coded else epilogue(y, None, act)

@@ -191,8 +191,9 @@ FUSE_INTO = ("Dense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "Depthwis
 AXIS_ACTIVATIONS = ("softmax", "log_softmax")
 
 
-def _activation_of(node: Node) -> Any:
-    """The `activation` config value equivalent to an activation layer, or None."""
+def activation_of(node: Node) -> Any:
+    """The `activation` config value equivalent to an activation layer, or None (also
+    runtime/absorb.py's test for a relu)."""
     cfg = node.config
     if node.op == "Activation":
         return cfg.get("activation")
@@ -215,7 +216,7 @@ def fuse_activations(graph: Graph) -> Graph:
         if node.op not in FUSE_INTO or node.name in dropped:
             continue
         act_node = _mergeable(graph, consumers, node, ("Activation", "ReLU"))
-        act = None if act_node is None else _activation_of(act_node)
+        act = None if act_node is None else activation_of(act_node)
         if act is None or act_node is None:
             continue
         if activation_name(act) in AXIS_ACTIVATIONS and node.op != "Dense":

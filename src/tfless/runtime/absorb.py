@@ -31,6 +31,7 @@ from ..graph import Graph, Node
 from ..ops.activations import activation_name, relu_plain
 from ..ops.convolutional import ABSORBED_PADDING
 from ..ops.reshaping import pairs
+from ..optimize import activation_of
 
 # padding layer -> (its rank, the layers that take its zeros as their own padding)
 ABSORBING = {
@@ -77,12 +78,9 @@ def absorbing_config(conv: Node, pads: list[tuple[int, int]]) -> dict:
 MERGES = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"})
 
 
-def _plain_relu(node: Node) -> bool:
-    cfg = node.config
-    if node.op == "Activation":
-        return activation_name(cfg.get("activation")) == "relu"
-    return node.op == "ReLU" and cfg.get("max_value") is None \
-        and not (cfg.get("negative_slope") or 0.0) and not (cfg.get("threshold") or 0.0)
+def _is_relu(node: Node) -> bool:
+    act = activation_of(node)  # Activation/ReLU layers, as fuse_activations reads them
+    return act is not None and activation_name(act) == "relu"
 
 
 def relu_after_merge(graph: Graph) -> dict[str, Node]:
@@ -95,7 +93,7 @@ def relu_after_merge(graph: Graph) -> dict[str, Node]:
                 or node.outputs[0] in graph.output_ids:
             continue
         readers = consumers.get(node.outputs[0], [])
-        if len(readers) == 1 and readers[0].inputs == node.outputs and _plain_relu(readers[0]):
+        if len(readers) == 1 and readers[0].inputs == node.outputs and _is_relu(readers[0]):
             found[node.name] = readers[0]
     return found
 

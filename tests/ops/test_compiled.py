@@ -114,3 +114,65 @@ def test_compiled_epilogue_equals_numpy(name, with_bias):
     np.testing.assert_array_equal(fast, slow)
     assert np.array_equal(np.signbit(fast), np.signbit(slow))  # -0.0 stays -0.0
     assert np.isnan(fast[0, 0]) and np.array_equal(fast, slow, equal_nan=True)
+
+
+def test_compiled_layer_norm_matches_numpy():
+    """LayerNormalization over the last axis from ROWS_MIN elements runs compiled; it agrees
+    with the NumPy path to float32 rounding (its sums run in another order)."""
+    from tfless.ops import get_op
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2, 40, 96)) * 3 + 1).astype(np.float32)
+    assert x.size >= compiled.ROWS_MIN
+    x[0, 0, 0] = np.nan
+    weights = {"gamma": rng.standard_normal(96).astype(np.float32),
+               "beta": rng.standard_normal(96).astype(np.float32)}
+    for config, w in [({"epsilon": 1e-6, "axis": [-1]}, weights),
+                      ({"epsilon": 1e-3, "axis": -1, "scale": False, "center": False}, {})]:
+        run = get_op("LayerNormalization", "ln").build(config, w)
+        fast = run(x)
+        with _numpy_kernels():
+            slow = run(x)
+        assert np.isnan(fast[0, 0]).all() and np.isnan(slow[0, 0]).all()  # NaN spreads over its row
+        np.testing.assert_allclose(fast[1:], slow[1:], rtol=1e-5, atol=2e-6)
+        np.testing.assert_allclose(fast[0, 1:], slow[0, 1:], rtol=1e-5, atol=2e-6)
+
+
+def test_compiled_softmax_matches_numpy():
+    """Softmax over the last axis from ROWS_MIN elements runs compiled (its own exp): within
+    a few float32 ulps of NumPy's over the whole range, 0 where exp underflows, masked
+    logits (-1e9, -inf) at 0, NaN kept."""
+    from tfless.ops.activations import softmax
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-100, 30, (4, 64, 48)).astype(np.float32)
+    x[0, 0, :] = 0.0
+    x[0, 1, 5:] = -1e9
+    x[0, 2, 7:] = -np.inf
+    x[0, 3, 9] = np.nan
+    x[1, 0, :] = rng.uniform(-1e-3, 1e-3, 48)
+    fast = softmax(x)
+    with _numpy_kernels():
+        slow = softmax(x)
+    assert np.isnan(fast[0, 3]).all() and np.isnan(slow[0, 3]).all()
+    fast[0, 3] = slow[0, 3] = 0.0
+    np.testing.assert_allclose(fast, slow, rtol=2e-6, atol=1e-37)
+    assert np.all(fast[0, 1, 5:] == 0) and np.all(fast[0, 2, 7:] == 0)
+    sums = fast.sum(-1)
+    sums[0, 3] = 1.0  # the NaN row, zeroed above
+    np.testing.assert_allclose(sums, 1.0, rtol=1e-5)
+
+
+def test_attention_block_parity_on_compiled_kernels():
+    """A transformer block large enough for the compiled LayerNormalization and softmax
+    (64 tokens x 64 features, 2 heads) matches Keras."""
+    from tests.parity import check_parity, rand
+
+    def build(K):
+        inp = K.Input((64, 64))
+        att = K.layers.MultiHeadAttention(num_heads=2, key_dim=32)(inp, inp)
+        h = K.layers.LayerNormalization(epsilon=1e-6)(K.layers.Add()([inp, att]))
+        return K.Model(inp, K.layers.LayerNormalization()(K.layers.Dense(64)(h)))
+
+    assert 64 * 64 >= compiled.ROWS_MIN and 2 * 64 * 64 >= compiled.ROWS_MIN
+    check_parity(build, rand(2, 64, 64, seed=4, low=-2, high=2))

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import UnsupportedLayer
 from ..registry import register
+from . import compiled
 
 Fn = Callable[[np.ndarray], np.ndarray]
 F32 = np.float32
@@ -101,6 +102,9 @@ def gelu(x: np.ndarray, approximate: bool = False) -> np.ndarray:
 
 
 def softmax(x: np.ndarray, axis: int | tuple[int, ...] = -1) -> np.ndarray:
+    if axis in (-1, x.ndim - 1) and x.dtype == F32 and x.size >= compiled.ROWS_MIN \
+            and x.flags.c_contiguous and compiled.available():
+        return compiled.softmax(x)  # attention logits: one pass per row (ops/compiled.py)
     # the ufuncs' own reduce and in-place steps: np.max/np.sum wrappers cost ~5 us each,
     # which is most of a small softmax
     e = x - np.maximum.reduce(x, axis=axis, keepdims=True)

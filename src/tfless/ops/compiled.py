@@ -2,7 +2,10 @@
 
 Only where pure NumPy measured far behind (bench/latency.py --profile): the depthwise
 convolution, whose best NumPy form (one einsum over strided windows) reads each tap through
-a generic sum-of-products loop. The compiled loop keeps one output row of channels in
+a generic sum-of-products loop; bias + relu on large outputs; and the row-wise
+LayerNormalization and softmax of attention blocks, which NumPy runs as 5-7 full passes
+with short reductions (a 128x128 LayerNormalization 57 -> 7 us, softmax over 4x128x128
+attention logits 180 -> 70 us). The compiled loop keeps one output row of channels in
 registers and adds the taps in the same row-major order as the NumPy path, so the results
 are bit-identical (no fastmath: the order of the additions is never changed), and it
 skips taps that fall on the padding instead of copying a padded input. On MobileNetV2's
@@ -39,16 +42,35 @@ def _signatures() -> dict[str, Any]:
     input); outputs are contiguous float32.
     - depthwise: input (N, H, W, C), weights (kh, kw, C), bias (C), strides, dilation, the
       padding before each axis, the activation (ACTIVATION_CODES), output (N, H', W', C);
-    - bias_act: y (rows, C) in place, bias (C), the activation."""
+    - bias_act: y (rows, C) in place, bias (C), the activation;
+    - layer_norm: x (rows, C), gamma (C), beta (C), epsilon, output (rows, C);
+    - softmax: x (rows, C), output (rows, C)."""
     from numba import types
 
-    i64 = types.int64
+    i64, f32 = types.int64, types.float32
     return {
         "depthwise": types.void(_array(4, True), _array(3, True), _array(1, True), *[i64] * 7,
                                 _array(4, False)),
         "bias_act": types.void(_array(2, False), _array(1, True), i64),
+        "layer_norm": types.void(_array(2, True), _array(1, True), _array(1, True), f32,
+                                 _array(2, False)),
+        "softmax": types.void(_array(2, True), _array(2, False)),
     }
 
+
+# Fastmath flags per compiled function. The sums of the row kernels may be reordered
+# (reassoc), which is what lets them run 8 lanes wide; NaN and infinities are never assumed
+# away. The bit-exact kernels (depthwise, bias_act) and the exp polynomial take none.
+_REDUCE = {"reassoc", "nsz", "contract"}
+_FASTMATH: dict[str, Any] = {"layer_norm": _REDUCE, "_row_max": _REDUCE,
+                             "_scaled_sum": _REDUCE, "_exp_rows": {"contract"}}
+# Helpers the kernels call compiled (Numba resolves these globals as it compiles).
+_HELPERS = ("_finish", "_row_max", "_exp_rows", "_scaled_sum")
+
+
+# The row kernels (layer_norm, softmax) run from this many elements: below it a compiled
+# call saves little over NumPy's few passes, and small models need not import Numba.
+ROWS_MIN = 1 << 12
 
 # The activations the kernels apply themselves, on each sum as it is finished.
 ACTIVATION_CODES = {"linear": 0, "relu": 1, "relu6": 2}
@@ -59,18 +81,21 @@ def _compile() -> dict[str, Any]:
         from numba import njit
     except ImportError:  # not installed, or a Numba built for another NumPy
         return {}
-    global _finish
-    if not hasattr(_finish, "py_func"):  # the depthwise kernel calls it compiled (Numba
-        _finish = njit(nogil=True, cache=True)(_finish)  # resolves the global as it compiles)
-    functions = {"depthwise": _depthwise, "bias_act": _finish.py_func}
+    names = globals()
+    for helper in _HELPERS:
+        if not hasattr(names[helper], "py_func"):
+            names[helper] = njit(nogil=True, cache=True,
+                                 fastmath=_FASTMATH.get(helper, False))(names[helper])
+    functions = {"depthwise": _depthwise, "bias_act": _finish.py_func,
+                 "layer_norm": _layer_norm, "softmax": _softmax}
     try:
-        return {name: njit(sig, cache=True, nogil=True)(functions[name])
-                for name, sig in _signatures().items()}
+        return {name: njit(sig, cache=True, nogil=True, fastmath=_FASTMATH.get(name, False))(
+            functions[name]) for name, sig in _signatures().items()}
     except Exception:  # noqa: BLE001 (no writable cache anywhere: compile without caching)
         pass
     try:
-        return {name: njit(sig, nogil=True)(functions[name])
-                for name, sig in _signatures().items()}
+        return {name: njit(sig, nogil=True, fastmath=_FASTMATH.get(name, False))(
+            functions[name]) for name, sig in _signatures().items()}
     except Exception as exc:  # noqa: BLE001 (a broken Numba install must not break predict)
         warnings.warn(f"tfless: the Numba kernels failed to compile ({type(exc).__name__}: "
                       f"{exc}); using the NumPy ones", RuntimeWarning, stacklevel=3)
@@ -144,6 +169,77 @@ def _depthwise(x, w, bias, sh, sw, dh, dw, top, left, code, out):  # pragma: no 
             _finish(o, bias, code)
 
 
+def _layer_norm(x, gamma, beta, epsilon, out):  # pragma: no cover (compiled)
+    """Keras's LayerNormalization over the last axis of the (rows, C) `x`: the mean, the
+    variance as the mean of squared deviations, inv = gamma / sqrt(variance + epsilon),
+    then x * inv + (beta - mean * inv)."""
+    n = x.shape[1]
+    for i in range(x.shape[0]):
+        total = np.float32(0.0)
+        for c in range(n):
+            total += x[i, c]
+        mean = total / np.float32(n)
+        squares = np.float32(0.0)
+        for c in range(n):
+            d = x[i, c] - mean
+            squares += d * d
+        root = np.float32(1.0) / np.sqrt(squares / np.float32(n) + epsilon)
+        for c in range(n):
+            inv = root * gamma[c]
+            out[i, c] = x[i, c] * inv + (beta[c] - mean * inv)
+
+
+def _row_max(row):  # pragma: no cover (compiled)
+    m = row[0]
+    for c in range(row.shape[0]):
+        v = row[c]
+        m = v if v > m else m
+    return m
+
+
+def _exp_rows(row, shift, out, scale_bits):  # pragma: no cover (compiled)
+    """out * (scale_bits as float32) = exp(row - shift), split as 2**k * exp(r) with
+    |r| <= ln(2)/2: r by a two-part ln 2 (so large k lose no precision), exp(r) by a degree-7
+    polynomial (Cephes' expf coefficients, within 2 ulp), 2**k built from its exponent bits.
+    Below -87 the result is 0 (an underflow NumPy gives as a denormal or 0); NaN stays NaN.
+    Every operation is elementwise, so the loop runs 8 lanes wide (math.exp did not)."""
+    for c in range(row.shape[0]):
+        v = row[c] - shift
+        low = v < np.float32(-87.0)
+        v = np.float32(-87.0) if low else v
+        k = np.floor(v * np.float32(1.4426950408889634) + np.float32(0.5))
+        r = v - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
+        p = np.float32(1.9875691500e-4)
+        p = p * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3334519073e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        out[c] = p * r * r + r + np.float32(1.0)
+        scale_bits[c] = 0 if low else (np.int32(k) + np.int32(127)) << 23
+
+
+def _scaled_sum(out, scale):  # pragma: no cover (compiled)
+    total = np.float32(0.0)
+    for c in range(out.shape[0]):
+        e = out[c] * scale[c]
+        out[c] = e
+        total += e
+    return total
+
+
+def _softmax(x, out):  # pragma: no cover (compiled)
+    """Softmax over the last axis of the (rows, C) `x`: exp(x - row max) / row sum."""
+    bits = np.empty(x.shape[1], np.int32)
+    scale = bits.view(np.float32)
+    for i in range(x.shape[0]):
+        o = out[i]
+        _exp_rows(x[i], _row_max(x[i]), o, bits)
+        inv = np.float32(1.0) / _scaled_sum(o, scale)
+        for c in range(o.shape[0]):
+            o[c] *= inv
+
+
 def _get(name: str) -> Any | None:
     global _kernels
     if _kernels is None:
@@ -188,3 +284,23 @@ def bias_act(y: np.ndarray, bias: np.ndarray | None, activation: str) -> np.ndar
     kernel = _get("bias_act")
     kernel(y.reshape(-1, y.shape[-1]), _bias(bias, y.shape[-1]), ACTIVATION_CODES[activation])
     return y
+
+
+def layer_norm(x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None,
+               epsilon: float) -> np.ndarray:
+    """Keras 3's LayerNormalization over the last axis of the contiguous float32 `x`, as a
+    new array (gamma 1 and beta 0 when absent)."""
+    n = x.shape[-1]
+    g = np.ones(n, np.float32) if gamma is None else np.ascontiguousarray(gamma, np.float32)
+    b = np.zeros(n, np.float32) if beta is None else np.ascontiguousarray(beta, np.float32)
+    out = np.empty(x.shape, np.float32)
+    _get("layer_norm")(x.reshape(-1, n), g.reshape(-1), b.reshape(-1), np.float32(epsilon),
+                       out.reshape(-1, n))
+    return out
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of the contiguous float32 `x`, as a new array."""
+    out = np.empty(x.shape, np.float32)
+    _get("softmax")(x.reshape(-1, x.shape[-1]), out.reshape(-1, x.shape[-1]))
+    return out

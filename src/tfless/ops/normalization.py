@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from ..registry import register
+from . import compiled
 from .activations import mean_f32
 
 F32 = np.float32
@@ -182,6 +183,9 @@ def build_layer_normalization(config: dict, weights: dict) -> Any:
     def run(x: np.ndarray) -> np.ndarray:
         x = _as_float(x)
         axes, reduce, g, b = prepared(x.shape)
+        if reduce == (x.ndim - 1,) and not rms_scaling and not fused(axes, x.ndim) \
+                and x.size >= compiled.ROWS_MIN and x.flags.c_contiguous and compiled.available():
+            return compiled.layer_norm(x, gamma, beta, float(epsilon))
         mean, variance = _moments(x, reduce)
         inv = F32(1) / np.sqrt(variance + epsilon)
         if rms_scaling:

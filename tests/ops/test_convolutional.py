@@ -234,13 +234,18 @@ def test_conv_on_extra_batch_axes_tf_keras() -> None:
 
 def test_large_input_runs_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The im2col buffer and the depthwise accumulator are split over batch items and output
-    rows when they exceed their budgets."""
+    rows when they exceed their budgets, large 1x1 outputs run their GEMM in row blocks,
+    and each block gets its bias and activation (in place, or a new array for tanh)."""
     from tfless.ops import convolutional
 
     def build(K):
         L = K.layers
         inp = K.Input((12, 10, 3))
         return K.Model(inp, [L.Conv2D(4, 3, padding="same")(inp),
+                             L.Conv2D(5, 3, activation="relu6")(inp),
+                             L.Conv2D(3, 3, activation="tanh")(inp),
+                             L.Conv2D(7, 1, activation="relu")(inp),
+                             L.Conv2D(2, 1, strides=2, activation="elu")(inp),
                              L.Conv2D(6, 3, groups=3, strides=2)(inp),
                              L.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(inp),
                              L.DepthwiseConv2D(2, strides=(2, 3), activation="tanh")(inp),
@@ -251,6 +256,8 @@ def test_large_input_runs_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(convolutional, "GATHER_MAX", 0)
     monkeypatch.setattr(convolutional, "IM2COL_BUDGET", 400)
     monkeypatch.setattr(convolutional, "DEPTHWISE_BLOCK", 50)
+    monkeypatch.setattr(convolutional, "GEMM_BLOCKS_FROM", 1)
+    monkeypatch.setattr(convolutional, "EPILOGUE_BLOCK", 7 * 9)  # 9 rows of 7 channels
     check_parity(build, rand(3, 12, 10, 3), formats=("keras",))
     # Two items per chunk.
     monkeypatch.setattr(convolutional, "IM2COL_BUDGET", 12 * 10 * 27 * 2)

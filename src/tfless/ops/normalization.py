@@ -8,6 +8,7 @@ order that kernel uses.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -126,18 +127,56 @@ def build_batch_normalization(config: dict, weights: dict) -> Any:
         kernel, which subtracts the mean first."""
         return may_fuse and ndim in (4, 5) and len(axes) == 1 and axes[0] in (1, ndim - 1)
 
+    shaped: dict[tuple[int, ...], Any] = {}  # input shape -> how to compute it
+
+    def prepared(shape: tuple[int, ...]) -> Any:
+        if len(shaped) >= 64:  # many shapes (sequence lengths): bounded, rebuilt on demand
+            shaped.clear()
+        axes = resolve_axes(axis, len(shape), name)
+        if fused(axes, len(shape)):
+            how: Any = ("fused", *(broadcast_param(p, shape, axes) for p in (inv, mean, offset)))
+        elif axes == [len(shape) - 1] and shape[-1] == inv.size < WIDE_ROWS:
+            how = ("rows", *_tiled_rows(shape, inv, shift))
+        else:
+            how = ("broadcast", broadcast_param(inv, shape, axes),
+                   broadcast_param(shift, shape, axes))
+        shaped[shape] = how
+        return how
+
     # Keras 3 records the mask it passes to `call(mask=...)` as a second input; inference
     # with moving statistics does not read it.
     def run(x: np.ndarray, *mask_input: np.ndarray) -> np.ndarray:
         x = _as_float(x)
-        axes = resolve_axes(axis, x.ndim, name)
-        scale = broadcast_param(inv, x.shape, axes)
-        if fused(axes, x.ndim):
-            centered = x - broadcast_param(mean, x.shape, axes)
-            return centered * scale + broadcast_param(offset, x.shape, axes)
-        return x * scale + broadcast_param(shift, x.shape, axes)
+        kind, a, b, *rest = shaped.get(x.shape) or prepared(x.shape)
+        if kind == "fused":
+            return (x - b) * a + rest[0]
+        if kind == "rows":  # the same products and sums, over wider rows
+            y = x.reshape(-1, a.size) * a
+            y += b
+            return y.reshape(x.shape)
+        y = x * a
+        y += b  # in place: the same sums as x * a + b, one array fewer
+        return y
 
     return run
+
+
+# NumPy broadcasts a per-channel parameter over the last axis one row of channels at a time,
+# so with few channels its per-row overhead dominates: x * scale + shift over 32x8x8x16 took
+# 37 us, over the same values as rows of 128 (the parameters tiled 8 times) 16 us.
+WIDE_ROWS = 128
+
+
+def _tiled_rows(shape: tuple[int, ...], scale: np.ndarray, shift: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (last axis) parameters tiled over as many pixels (a power of two dividing
+    the pixel count of `shape`) as fit in a row of WIDE_ROWS values."""
+    channels = scale.size
+    pixels = math.prod(shape) // max(channels, 1)
+    reps = 1
+    while reps * 2 * channels <= WIDE_ROWS and pixels % (reps * 2) == 0:
+        reps *= 2
+    return np.tile(scale.reshape(-1), reps), np.tile(shift.reshape(-1), reps)
 
 
 # ----- LayerNormalization ------------------------------------------------------------------

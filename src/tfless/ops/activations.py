@@ -102,8 +102,7 @@ def gelu(x: np.ndarray, approximate: bool = False) -> np.ndarray:
 
 
 def softmax(x: np.ndarray, axis: int | tuple[int, ...] = -1) -> np.ndarray:
-    if axis in (-1, x.ndim - 1) and x.dtype == F32 and x.size >= compiled.ROWS_MIN \
-            and x.flags.c_contiguous and compiled.available():
+    if axis in (-1, x.ndim - 1) and compiled.rows_wanted(x):
         return compiled.softmax(x)  # attention logits: one pass per row (ops/compiled.py)
     # the ufuncs' own reduce and in-place steps: np.max/np.sum wrappers cost ~5 us each,
     # which is most of a small softmax

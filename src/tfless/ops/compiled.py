@@ -68,9 +68,20 @@ _FASTMATH: dict[str, Any] = {"layer_norm": _REDUCE, "_row_max": _REDUCE,
 _HELPERS = ("_finish", "_row_max", "_exp_rows", "_scaled_sum")
 
 
-# The row kernels (layer_norm, softmax) run from this many elements: below it a compiled
-# call saves little over NumPy's few passes, and small models need not import Numba.
+# The row kernels (layer_norm, softmax) run on rows of at least ROW_MIN values and inputs of
+# at least ROWS_MIN values per batch item: below, a compiled call saves little over NumPy's
+# few passes, and small models need not import Numba. Their results differ from NumPy's by
+# float32 rounding, so the choice never depends on the batch size (a batch scored whole or
+# in chunks, on one machine or a cluster, gives the same bits).
 ROWS_MIN = 1 << 12
+ROW_MIN = 64
+
+
+def rows_wanted(x: np.ndarray) -> bool:
+    """True when the row kernels should take the contiguous float32 `x` (see ROWS_MIN)."""
+    return (x.ndim >= 2 and x.shape[-1] >= ROW_MIN and x.shape[0] > 0
+            and x.size // x.shape[0] >= ROWS_MIN and x.dtype == np.float32
+            and x.flags.c_contiguous and available())
 
 # The activations the kernels apply themselves, on each sum as it is finished.
 ACTIVATION_CODES = {"linear": 0, "relu": 1, "relu6": 2}

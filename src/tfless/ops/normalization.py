@@ -223,7 +223,7 @@ def build_layer_normalization(config: dict, weights: dict) -> Any:
         x = _as_float(x)
         axes, reduce, g, b = prepared(x.shape)
         if reduce == (x.ndim - 1,) and not rms_scaling and not fused(axes, x.ndim) \
-                and x.size >= compiled.ROWS_MIN and x.flags.c_contiguous and compiled.available():
+                and compiled.rows_wanted(x):
             return compiled.layer_norm(x, gamma, beta, float(epsilon))
         mean, variance = _moments(x, reduce)
         inv = F32(1) / np.sqrt(variance + epsilon)

@@ -4,15 +4,19 @@ Only where pure NumPy measured far behind (bench/latency.py --profile): the dept
 convolution, whose best NumPy form (one einsum over strided windows) reads each tap through
 a generic sum-of-products loop; bias + relu on large outputs; and the row-wise
 LayerNormalization and softmax of attention blocks, which NumPy runs as 5-7 full passes
-with short reductions (a 128x128 LayerNormalization 57 -> 7 us, softmax over 4x128x128
-attention logits 180 -> 70 us). The compiled loop keeps one output row of channels in
-registers and adds the taps in the same row-major order as the NumPy path, so the results
-are bit-identical (no fastmath: the order of the additions is never changed), and it
-skips taps that fall on the padding instead of copying a padded input. On MobileNetV2's
-depthwise shapes it ran 2-4x faster than the einsum (docs/benchmarks.md).
+with short reductions (a 128x128 LayerNormalization 57 -> 12 us, softmax over 4x128x128
+attention logits 180 -> 70 us).
 
-Numba is imported on the first call of `depthwise2d`, never at `import tfless`, and the
-kernel is compiled once per process (cached on disk by Numba where it may write). Without
+The depthwise loop keeps one output row of channels in registers and adds the taps in the
+same row-major order as the NumPy path, and bias_act does NumPy's add and clip, so both give
+the NumPy path's bits (no fastmath: the order of the additions is never changed); the
+depthwise loop skips taps that fall on the padding instead of copying a padded input. On
+MobileNetV2's depthwise shapes it ran 2-4x faster than the einsum (docs/benchmarks.md). The
+row kernels sum 8 lanes at a time, so they agree with NumPy to float32 rounding only, and
+`rows_wanted` picks them by row length and per-item size, never by batch size.
+
+Numba is imported on the first call that wants a kernel, never at `import tfless`, and the
+kernels are compiled once per process (cached on disk by Numba where it may write). Without
 Numba, or with TFLESS_KERNELS=numpy in the environment, `available()` is False and the
 callers keep their NumPy code. Kernels release the GIL, so batch shards run in parallel.
 """

@@ -221,6 +221,8 @@ def _check_channels(layer: str, x: np.ndarray, expected: int) -> None:
 # 16 -> 96 channels) took 32 ms one-threaded as one GEMM + epilogue and 21 ms in blocks;
 # below, the outputs stay in cache anyway and blocks measured the same or slower.
 GEMM_BLOCKS_FROM = 1 << 22
+
+
 def conv_channels_last(x: np.ndarray, geo: Geometry, wmat: np.ndarray, groups: int,
                        bias: np.ndarray | None = None,
                        act: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:

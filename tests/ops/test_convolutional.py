@@ -359,7 +359,7 @@ def _direct_conv(x: np.ndarray, geo, kernel: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("gather", [True, False])
 def test_conv_kernel_matches_direct_sum_in_any_chunking(rank: int, budget: int, gather: bool,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Per-tap copies in any chunking, and the small-input gather, against a direct sum."""
+    """The strided-view copy in any chunking, and the small-input gather, against a direct sum."""
     from tfless.ops import convolutional as conv
 
     monkeypatch.setattr(conv, "IM2COL_BUDGET", budget)

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from ..registry import register
 from . import tflite as float_ops
+from .conv_im2col import windows
 from .quantized import (
     activation_range,
     asymmetric_quantize_rows,
@@ -290,8 +291,8 @@ def _centered_padded(op: QuantOp, x: np.ndarray, geo: Any, zero: np.ndarray | in
 
 
 def _im2col(xp: np.ndarray, geo: Any, out: tuple[int, ...]) -> np.ndarray:
-    taps = [xp[(slice(None), *geo.tap_slices(t, out))] for t in np.ndindex(*geo.kernel)]
-    return np.stack(taps, axis=-2).reshape(xp.shape[0], *out, -1)
+    """(batch, *out, taps * C): the float convolution's window view, copied."""
+    return windows(xp, geo, out).reshape(xp.shape[0], *out, -1)
 
 
 def _hybrid_images(op: QuantOp, x: np.ndarray, asymmetric: bool

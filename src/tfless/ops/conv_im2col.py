@@ -1,6 +1,7 @@
 """im2col for the regular convolution (ops/convolutional.py): the window matrix a GEMM
 multiplies with the kernel matrix, built by one cached gather when it is small and by one
-strided copy per kernel tap (in blocks under a size budget) when it is not.
+copy from a strided window view of the padded input (per block under a size budget) when it
+is not. The int8 TFLite convolution (ops/tflite_quant.py) reads the same view.
 
 `geo` is a `convolutional.Geometry` (kernel, strides, dilation and padding per spatial axis).
 """

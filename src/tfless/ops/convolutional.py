@@ -5,8 +5,8 @@ computed channels-last (a channels_first input is transposed in and out, as Kera
 TensorFlow backend does on CPU). Kernels are rearranged once at build time into the
 matrices the kernels below multiply with:
 
-- regular convolution: im2col into one contiguous float32 buffer (filled tap by tap from
-  strided views of the padded input) and one BLAS sgemm per call (in bounded-memory chunks
+- regular convolution: im2col into one contiguous float32 buffer (copied from a strided
+  window view of the padded input, ops/conv_im2col.py) and one BLAS sgemm per call (in bounded-memory chunks
   for large inputs); a 1x1 stride-1 convolution is a plain matmul on the input, no copy;
 - depthwise convolution: one einsum of a strided window view of the input with the kernel
   per cache-sized block of output rows (all taps in one pass);

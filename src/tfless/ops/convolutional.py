@@ -6,8 +6,9 @@ TensorFlow backend does on CPU). Kernels are rearranged once at build time into 
 matrices the kernels below multiply with:
 
 - regular convolution: im2col into one contiguous float32 buffer (copied from a strided
-  window view of the padded input, ops/conv_im2col.py) and one BLAS sgemm per call (in bounded-memory chunks
-  for large inputs); a 1x1 stride-1 convolution is a plain matmul on the input, no copy;
+  window view of the padded input, ops/conv_im2col.py) and one BLAS sgemm per call (in
+  bounded-memory chunks for large inputs); a 1x1 stride-1 convolution is a plain matmul on
+  the input, no copy;
 - depthwise convolution: one einsum of a strided window view of the input with the kernel
   per cache-sized block of output rows (all taps in one pass);
 - transposed convolution: one matmul of the input with all kernel taps, then a strided
@@ -28,7 +29,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from ..errors import InputError, ModelFormatError, UnsupportedLayer
 from ..registry import register
@@ -41,7 +41,7 @@ from .conv_epilogue import (
     INPLACE_SET,
     epilogue,
 )
-from .conv_im2col import GATHER_MAX, IM2COL_BUDGET, chunks, gather_index, im2col
+from .conv_im2col import GATHER_MAX, IM2COL_BUDGET, chunks, gather_index, im2col, windows
 from .core import check_no_quantization
 
 F32 = np.float32
@@ -401,7 +401,7 @@ def depthwise_channels_last(x: np.ndarray, geo: Geometry, kernel: np.ndarray,
 
     Output channel c*M + m reads input channel c, so with M > 1 the input channels are
     repeated M times first. The padded input is viewed (no copy) as windows of shape
-    (batch, out rows, out cols, C*M, kh, kw), strides and dilation folded into the view, and
+    (batch, out rows, out cols, kh, kw, C*M) (conv_im2col.windows, as im2col reads it), and
     one einsum per cache-sized block of output rows sums each window against the kernel:
     NumPy's sum-of-products loop does every tap in one pass (1.2-2.8x faster than a
     multiply and an add per tap), adding the taps in the same row-major order. Bias and an
@@ -426,19 +426,15 @@ def depthwise_channels_last(x: np.ndarray, geo: Geometry, kernel: np.ndarray,
         compiled.depthwise2d(x, weights, bias, geo.strides, geo.dilation,
                              (pads[0][0], pads[1][0]), y, coded or "linear")
         return y if coded else epilogue(y, None, act)
-    xp = pad_spatial(x, pads)
+    view = windows(pad_spatial(x, pads), geo, out)
     height, cols = out
-    (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilation
-    sb, sy, sx, sc = xp.strides
-    windows = as_strided(xp, (xp.shape[0], height, cols, width, kh, kw),
-                         (sb, sy * sh, sx * sw, sc, sy * dh, sx * dw), writeable=False)
     acc = np.empty((x.shape[0], height, cols, width), dtype=F32)
     blockwise = act is None or act in INPLACE_SET
     rows = max(1, min(height, DEPTHWISE_BLOCK // (cols * width)))
     for b in range(x.shape[0]):
         for top in range(0, height, rows):
             dst = acc[b, top:top + rows]
-            np.einsum("hwcij,ijc->hwc", windows[b, top:top + rows], weights, out=dst)
+            np.einsum("hwijc,ijc->hwc", view[b, top:top + rows], weights, out=dst)
             if blockwise:
                 epilogue(dst, bias, act)
     return acc if blockwise else epilogue(acc, bias, act)
